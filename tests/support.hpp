@@ -1,0 +1,112 @@
+// Test helpers shared by the suites: device vectors, the error-message catcher, running a
+// kernel under every emulator thread order, and the tolerance rule of docs/architecture.md.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "milmer/platform.hpp"
+
+namespace milmer::test {
+
+// A device allocation filled from / read back into a std::vector.
+template <class T>
+class DeviceVector {
+ public:
+  explicit DeviceVector(std::size_t n) : n_(n) {
+    MILMER_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+    if (n) MILMER_CUDA_CHECK(cudaMemset(p_, 0, n * sizeof(T)));
+  }
+  explicit DeviceVector(const std::vector<T>& h) : DeviceVector(h.size()) { upload(h); }
+  ~DeviceVector() { cudaFree(p_); }
+  DeviceVector(const DeviceVector&) = delete;
+  DeviceVector& operator=(const DeviceVector&) = delete;
+  void upload(const std::vector<T>& h) {
+    REQUIRE(h.size() == n_);
+    MILMER_CUDA_CHECK(cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> to_host() const {
+    std::vector<T> h(n_);
+    MILMER_CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_;
+};
+
+// The message of the milmer::Error that fn throws; fails the test if it throws none.
+inline std::string error_message(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const milmer::Error& e) {
+    return e.what();
+  }
+  FAIL("expected a milmer::Error, none was thrown");
+  return {};
+}
+
+inline std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f,
+                                        float hi = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Runs fn (which launches kernels and returns their outputs) under seq, rev and random
+// orders and checks the outputs are bit-identical; returns the seq outputs.
+template <class Fn>
+auto under_every_schedule(Fn fn) {
+  using milmer::emu::Schedule;
+  milmer::emu::set_schedule(Schedule::seq, 0);
+  auto first = fn();
+  for (Schedule s : {Schedule::rev, Schedule::random}) {
+    milmer::emu::set_schedule(s, 12345);
+    auto other = fn();
+    INFO("schedule ", milmer::emu::schedule_name(s));
+    CHECK(other == first);
+  }
+  milmer::emu::set_schedule(Schedule::seq, 0);
+  return first;
+}
+
+// The tolerance rule (docs/architecture.md, "Tests"): the kernel's error against the fp64
+// reference is at most `factor` times the error of a plain fp32 implementation of the same
+// math, plus a tiny absolute term scaled by the reference's magnitude.
+inline void check_close(const std::vector<float>& got, const std::vector<double>& ref64,
+                        const std::vector<float>& plain32, const std::string& what,
+                        double factor = 4.0) {
+  REQUIRE(got.size() == ref64.size());
+  REQUIRE(plain32.size() == ref64.size());
+  double err = 0, plain_err = 0, scale = 0;
+  std::size_t worst = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = std::abs(double(got[i]) - ref64[i]);
+    if (!(e <= err)) {  // also catches NaN
+      err = std::isnan(e) ? INFINITY : e;
+      worst = i;
+    }
+    plain_err = std::max(plain_err, std::abs(double(plain32[i]) - ref64[i]));
+    scale = std::max(scale, std::abs(ref64[i]));
+  }
+  const double bound = factor * plain_err + 1e-6 * std::max(scale, 1e-3);
+  INFO(what, ": max error ", err, " at ", worst, " (got ", got.empty() ? 0.0 : got[worst],
+       ", ref ", ref64.empty() ? 0.0 : ref64[worst], "), plain fp32 error ", plain_err,
+       ", bound ", bound);
+  CHECK(err <= bound);
+}
+
+}  // namespace milmer::test
