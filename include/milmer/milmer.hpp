@@ -2,4 +2,7 @@
 #pragma once
 
 #include "milmer/error.hpp"     // defines: Error, check, str
+#include "milmer/memory.hpp"    // defines: DeviceBuffer, Arena
 #include "milmer/platform.hpp"  // defines: launch, MILMER_CUDA_CHECK, MILMER_CUBLAS_CHECK
+#include "milmer/rng.hpp"       // defines: Philox, philox_uniform
+#include "milmer/tensor.hpp"    // defines: TensorView, view, expect, expect_aligned

@@ -1,0 +1,101 @@
+// Light tensor views: a typed pointer with a shape and strides (in elements). Views own
+// nothing; launchers take them (destination first) and validate shape, strides, sizes,
+// null pointers and alignment before any launch, throwing milmer::Error naming the op.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <type_traits>
+
+#include "milmer/error.hpp"
+
+namespace milmer {
+
+inline constexpr int kMaxRank = 6;
+
+template <class T>
+struct TensorView {
+  T* data = nullptr;
+  int rank = 0;
+  std::array<std::int64_t, kMaxRank> shape{};
+  std::array<std::int64_t, kMaxRank> strides{};
+
+  TensorView() = default;
+  // A contiguous (row-major) view.
+  TensorView(T* p, std::initializer_list<std::int64_t> dims) : data(p) {
+    check(dims.size() <= kMaxRank, "TensorView", "shape", str("at most ", kMaxRank, " dims"),
+          str(dims.size(), " dims"));
+    rank = static_cast<int>(dims.size());
+    int i = 0;
+    for (auto d : dims) shape[i++] = d;
+    std::int64_t s = 1;
+    for (int k = rank - 1; k >= 0; --k) {
+      strides[k] = s;
+      s *= shape[k];
+    }
+  }
+  // A view of const elements from a view of mutable ones.
+  template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
+  TensorView(const TensorView<U>& o)  // NOLINT(google-explicit-constructor)
+      : data(o.data), rank(o.rank), shape(o.shape), strides(o.strides) {}
+
+  std::int64_t dim(int i) const { return shape[i < 0 ? rank + i : i]; }
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (int i = 0; i < rank; ++i) n *= shape[i];
+    return n;
+  }
+  bool contiguous() const {
+    std::int64_t s = 1;
+    for (int k = rank - 1; k >= 0; --k) {
+      if (shape[k] != 1 && strides[k] != s) return false;
+      s *= shape[k];
+    }
+    return true;
+  }
+  std::string shape_string() const {
+    std::string s = "(";
+    for (int i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + ")";
+  }
+};
+
+template <class T>
+TensorView<T> view(T* p, std::initializer_list<std::int64_t> dims) {
+  return TensorView<T>(p, dims);
+}
+
+inline std::string dims_string(std::initializer_list<std::int64_t> dims) {
+  std::string s = "(";
+  int i = 0;
+  for (auto d : dims) s += (i++ ? ", " : "") + (d < 0 ? std::string("*") : std::to_string(d));
+  return s + ")";
+}
+
+// Checks a view against an expected shape (-1: any size >= 1): non-null, contiguous, no
+// zero-sized dimension. Throws Error(op, name, expected, got).
+template <class T>
+void expect(const TensorView<T>& t, const char* op, const char* name,
+            std::initializer_list<std::int64_t> dims) {
+  bool ok = t.rank == static_cast<int>(dims.size());
+  int i = 0;
+  for (auto d : dims) {
+    if (ok && (t.shape[i] < 1 || (d >= 0 && t.shape[i] != d))) ok = false;
+    ++i;
+  }
+  check(ok, op, name, str("shape ", dims_string(dims)), str("shape ", t.shape_string()));
+  check(t.data != nullptr, op, name, "a non-null pointer", "nullptr");
+  check(t.contiguous(), op, name, "a contiguous tensor", "strided");
+}
+
+// Checks that a pointer is aligned for vector access of `bytes` bytes.
+template <class T>
+void expect_aligned(const TensorView<T>& t, const char* op, const char* name, std::size_t bytes) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(t.data);
+  check(addr % bytes == 0, op, name, str("a ", bytes, "-byte aligned pointer"),
+        str("address ", t.data, " (offset ", addr % bytes, ")"));
+}
+
+}  // namespace milmer
