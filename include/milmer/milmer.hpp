@@ -1,6 +1,7 @@
 // milmer: the umbrella header. Include this to get the whole library.
 #pragma once
 
+#include "milmer/context.hpp"   // defines: Context
 #include "milmer/error.hpp"     // defines: Error, check, str
 #include "milmer/memory.hpp"    // defines: DeviceBuffer, Arena
 #include "milmer/platform.hpp"  // defines: launch, MILMER_CUDA_CHECK, MILMER_CUBLAS_CHECK
