@@ -1,0 +1,279 @@
+// milmer configs: presets, derived Swin geometry, JSON load/save, validation messages, and
+// the parameter specs against the list the PyTorch reference exports (tests/golden).
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "milmer/config.hpp"
+#include "milmer/io/json.hpp"
+#include "milmer/io/safetensors.hpp"
+
+#ifndef MILMER_SOURCE_DIR
+#define MILMER_SOURCE_DIR "."
+#endif
+
+namespace fs = std::filesystem;
+using milmer::MilmerConfig;
+using milmer::ParamSpec;
+using milmer::SwinConfig;
+
+namespace {
+
+const fs::path kGoldenDir = fs::path(MILMER_SOURCE_DIR) / "tests" / "golden";
+
+std::string cfg_error(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const milmer::Error& e) {
+    return e.what();
+  }
+  FAIL("expected a milmer::Error");
+  return {};
+}
+
+std::vector<ParamSpec> specs_from_json(const milmer::io::json& list) {
+  std::vector<ParamSpec> out;
+  for (const auto& e : list)
+    out.push_back({e[0].get<std::string>(), e[1].get<std::vector<std::int64_t>>()});
+  return out;
+}
+
+// Compares in order and reports the first difference by name.
+void check_same_specs(const std::vector<ParamSpec>& got, const std::vector<ParamSpec>& want) {
+  CHECK(got.size() == want.size());
+  for (std::size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+    CAPTURE(i);
+    REQUIRE(got[i].name == want[i].name);
+    REQUIRE(got[i].shape == want[i].shape);
+  }
+}
+
+milmer::io::json tiny_json() {
+  return milmer::io::json::parse(MilmerConfig::tiny().to_json().dump());
+}
+
+}  // namespace
+
+TEST_CASE("config: paper preset geometry matches MODEL_SPEC") {
+  const auto c = MilmerConfig::paper();
+  c.validate();
+  const SwinConfig& s = c.swin;
+  CHECK(s.stages() == 4);
+  CHECK(c.width() == 768);
+  CHECK(c.tokens_per_frame() == 49);
+  CHECK(c.selected_tokens() == 147);
+  CHECK(c.fusion_tokens() == 97);
+  const int res[] = {56, 28, 14, 7}, width[] = {96, 192, 384, 768};
+  for (int i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(s.resolution(i) == res[i]);
+    CHECK(s.width(i) == width[i]);
+    CHECK(s.head_dim(i) == 32);
+    CHECK(s.window(i) == 7);
+    CHECK(s.padded_resolution(i) == res[i]);
+  }
+  CHECK(s.shift(0) == 3);
+  CHECK(s.block_shift(0, 0) == 0);
+  CHECK(s.block_shift(2, 5) == 3);
+  CHECK(s.shift(3) == 0);  // 7x7 map equals the window: unshifted
+  CHECK(s.windows(0) == 64);
+  CHECK(s.mlp_hidden(3) == 3072);
+  CHECK(s.bias_table_rows() == 169);
+  CHECK(s.drop_path(0, 0) == 0.0);
+  CHECK(s.drop_path(3, 1) == doctest::Approx(0.1));
+  CHECK(s.drop_path(1, 0) == doctest::Approx(0.1 * 2 / 11));
+}
+
+TEST_CASE("config: padding geometry of the non-multiple Swin fixtures") {
+  const auto pad = SwinConfig::load(kGoldenDir / "swin_pad" / "config.json");
+  const int res[] = {18, 9, 5}, padded[] = {20, 12, 8};
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(pad.resolution(i) == res[i]);
+    CHECK(pad.padded_resolution(i) == padded[i]);
+    CHECK(pad.shift(i) == 2);
+  }
+  const auto odd = SwinConfig::load(kGoldenDir / "swin_odd_window" / "config.json");
+  CHECK(odd.window(0) == 5);
+  CHECK(odd.shift(0) == 2);
+  CHECK(odd.resolution(2) == 5);
+  CHECK(odd.shift(2) == 0);
+  CHECK_FALSE(odd.qkv_bias);
+}
+
+TEST_CASE("config: presets equal the PyTorch reference's") {
+  CHECK(MilmerConfig::load(kGoldenDir / "presets" / "tiny.json") == MilmerConfig::tiny());
+  CHECK(MilmerConfig::load(kGoldenDir / "presets" / "paper.json") == MilmerConfig::paper());
+  const auto t = MilmerConfig::tiny();
+  CHECK(t.width() == 32);
+  CHECK(t.tokens_per_frame() == 64);
+  CHECK(t.swin.shift(0) == 2);
+  CHECK(t.swin.shift(1) == 2);  // every tiny stage exercises shifted windows
+}
+
+TEST_CASE("config: parameter specs equal the names and shapes of the PyTorch reference") {
+  const auto golden = milmer::io::read_json_file(kGoldenDir / "parameter_specs.json");
+  int milmer_configs = 0, swin_configs = 0;
+  for (auto it = golden.begin(); it != golden.end(); ++it) {
+    CAPTURE(it.key());
+    const auto& entry = it.value();
+    const fs::path config = kGoldenDir / entry["config"].get<std::string>();
+    if (entry.contains("count")) {
+      const auto c = MilmerConfig::load(config);
+      const auto specs = milmer::parameter_specs(c);
+      check_same_specs(specs, specs_from_json(entry["params"]));
+      CHECK(milmer::parameter_count(specs) == entry["count"].get<std::int64_t>());
+      ++milmer_configs;
+    } else {
+      const auto c = SwinConfig::load(config);
+      check_same_specs(milmer::swin_parameter_specs(c), specs_from_json(entry["params"]));
+      check_same_specs(milmer::swin_buffer_specs(c), specs_from_json(entry["buffers"]));
+      ++swin_configs;
+    }
+  }
+  CHECK(milmer_configs >= 3);  // tiny, paper and the fixture configs
+  CHECK(swin_configs >= 2);
+  // MODEL_SPEC section 8: Swin-T about 27.5 M parameters.
+  const auto paper = milmer::parameter_specs(MilmerConfig::paper());
+  CHECK(milmer::parameter_count(milmer::swin_parameter_specs(MilmerConfig::paper().swin)) ==
+        27'519'354);
+  CHECK(milmer::parameter_count(paper) == 41'432'959);
+}
+
+TEST_CASE("config: fixture parameter files hold exactly the specified tensors") {
+  for (const char* name : {"milmer_tiny", "milmer_alt"}) {
+    CAPTURE(name);
+    const auto c = MilmerConfig::load(kGoldenDir / name / "config.json");
+    const auto specs = milmer::parameter_specs(c);
+    std::vector<float> arena(milmer::parameter_count(specs));
+    std::vector<milmer::io::TensorSlot> slots;
+    std::size_t off = 0;
+    for (const auto& p : specs) {
+      slots.push_back(milmer::io::slot(p.name, p.shape, arena.data() + off));
+      off += p.numel();
+    }
+    milmer::io::load_tensors(kGoldenDir / name / "params.safetensors", slots);
+  }
+  for (const char* name : {"swin_tiny", "swin_pad", "swin_odd_window"}) {
+    CAPTURE(name);
+    const auto c = SwinConfig::load(kGoldenDir / name / "config.json");
+    const auto specs = milmer::swin_parameter_specs(c);
+    std::vector<float> arena(milmer::parameter_count(specs));
+    std::vector<milmer::io::TensorSlot> slots;
+    std::size_t off = 0;
+    for (const auto& p : specs) {
+      slots.push_back(milmer::io::slot(p.name, p.shape, arena.data() + off));
+      off += p.numel();
+    }
+    milmer::io::load_tensors(kGoldenDir / name / "params.safetensors", slots,
+                             milmer::is_swin_buffer_name);
+  }
+}
+
+TEST_CASE("config: JSON round trip and save/load") {
+  const auto t = MilmerConfig::tiny();
+  CHECK(MilmerConfig::from_json(tiny_json()) == t);
+  const fs::path dir =
+      fs::temp_directory_path() / ("milmer_test_config_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  t.save(dir / "m.json");
+  CHECK(MilmerConfig::load(dir / "m.json") == t);
+  t.swin.save(dir / "config.json");
+  CHECK(SwinConfig::load(dir / "config.json") == t.swin);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("config: a transformers config.json with extra keys, list sizes and defaults") {
+  const auto j = milmer::io::json::parse(R"({
+    "architectures": ["SwinForImageClassification"], "model_type": "swin",
+    "id2label": {"0": "angry"}, "image_size": [224, 224], "patch_size": 4,
+    "embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24],
+    "window_size": 7, "mlp_ratio": 4.0, "encoder_stride": 32, "path_norm": true,
+    "hidden_dropout_prob": 0.0, "use_absolute_embeddings": false})");
+  CHECK(SwinConfig::from_json(j) == SwinConfig{});
+  CHECK(SwinConfig::from_json(milmer::io::json::object()) == SwinConfig{});
+}
+
+TEST_CASE("config: invalid configs are refused with the key named") {
+  SUBCASE("heads must divide the width") {
+    auto j = tiny_json();
+    j["swin"]["num_heads"] = {3, 2};
+    const auto m = cfg_error([&] { (void)MilmerConfig::from_json(j); });
+    CHECK(m.find("num_heads[0]") != std::string::npos);
+    CHECK(m.find("divisor of the stage width 16") != std::string::npos);
+  }
+  SUBCASE("top_k at most frames") {
+    auto j = tiny_json();
+    j["top_k"] = 5;
+    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'top_k'") !=
+          std::string::npos);
+  }
+  SUBCASE("fusion and cross-attention heads divide the model width") {
+    auto j = tiny_json();
+    j["fusion_heads"] = 3;
+    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'fusion_heads'") !=
+          std::string::npos);
+    j = tiny_json();
+    j["ca_heads"] = 5;
+    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'ca_heads'") !=
+          std::string::npos);
+  }
+  SUBCASE("unknown, missing and mistyped keys") {
+    auto j = tiny_json();
+    j["top-k"] = 2;
+    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'top-k'") !=
+          std::string::npos);
+    j = tiny_json();
+    j.erase("classes");
+    const auto m = cfg_error([&] { (void)MilmerConfig::from_json(j); });
+    CHECK(m.find("'classes'") != std::string::npos);
+    CHECK(m.find("missing") != std::string::npos);
+    j = tiny_json();
+    j["frames"] = "4";
+    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("an integer") !=
+          std::string::npos);
+    j = tiny_json();
+    j["swin"]["depths"] = {2, 2, 2};
+    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'num_heads'") !=
+          std::string::npos);
+  }
+  SUBCASE("Swin settings the model does not implement") {
+    auto j = tiny_json()["swin"];
+    j["use_absolute_embeddings"] = true;
+    CHECK(cfg_error([&] { (void)SwinConfig::from_json(j); }).find("use_absolute_embeddings") !=
+          std::string::npos);
+    j = tiny_json()["swin"];
+    j["model_type"] = "swinv2";
+    CHECK(cfg_error([&] { (void)SwinConfig::from_json(j); }).find("'model_type'") !=
+          std::string::npos);
+    j = tiny_json()["swin"];
+    j["image_size"] = {32, 48};
+    CHECK(cfg_error([&] { (void)SwinConfig::from_json(j); }).find("square") != std::string::npos);
+  }
+  SUBCASE("a stage map smaller than the window") {
+    auto c = SwinConfig{};
+    c.image_size = 12;
+    c.patch_size = 2;
+    c.window_size = 4;
+    c.embed_dim = 8;
+    c.depths = {2, 2};
+    c.num_heads = {1, 1};
+    const auto m = cfg_error([&] { c.validate(); });
+    CHECK(m.find("'window_size'") != std::string::npos);
+    CHECK(m.find("stage 1 resolution 3") != std::string::npos);
+  }
+  SUBCASE("a malformed file names the file") {
+    const fs::path p =
+        fs::temp_directory_path() / ("milmer_test_bad_" + std::to_string(::getpid()) + ".json");
+    milmer::io::write_text_file(p, "{\"frames\": ");
+    const auto m = cfg_error([&] { (void)MilmerConfig::load(p); });
+    CHECK(m.find(p.string()) != std::string::npos);
+    fs::remove(p);
+  }
+}
