@@ -76,8 +76,9 @@ inline cudaError_t cudaMalloc(void** ptr, size_t size) {
   if (ptr == nullptr) return milmer::emu::detail::fail(cudaErrorInvalidValue);
   *ptr = nullptr;
   if (size == 0) return cudaSuccess;
-  void* p = std::aligned_alloc(256, (size + 255) / 256 * 256);
-  if (p == nullptr) return milmer::emu::detail::fail(cudaErrorMemoryAllocation);
+  // Exactly `size` bytes (not rounded up), so AddressSanitizer sees an overflow by one.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, size) != 0) return milmer::emu::detail::fail(cudaErrorMemoryAllocation);
   auto& h = Heap::get();
   std::lock_guard lk(h.mu);
   h.blocks[p] = size;

@@ -42,6 +42,7 @@
 #include "milmer/error.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define MILMER_EMU_ASAN 1
 #else
@@ -215,6 +216,11 @@ class BlockRunner {
       f.linear = i;
       f.tid = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
       char* top = static_cast<char*>(stacks_[i]) + page_ + stack_bytes_;
+#if MILMER_EMU_ASAN
+      // A stack abandoned by a failed block still carries the poisoned redzones of the
+      // frames that were live on it.
+      __asan_unpoison_memory_region(static_cast<char*>(stacks_[i]) + page_, stack_bytes_);
+#endif
       f.ctx = bctx::make_fcontext(top, stack_bytes_, &BlockRunner::entry);
     }
     tls_block_idx = block_idx;

@@ -1,0 +1,72 @@
+# The project's entry points. Each target installs what it needs (tools/install_deps.sh),
+# configures with a CMake preset, builds and runs.
+#
+#   make demo    train and evaluate a tiny Milmer on synthetic DEAP-format data
+#   make test    build and run every test: host, host-asan, and the cuda compile + report
+#   make bench   the benchmarks that can run on this machine
+#   make report  the kernel resource report (registers, spills, shared memory)
+#   make format  clang-format every C++ file
+
+JOBS ?= $(shell nproc)
+PY ?= python3
+CTEST_ARGS ?=
+
+.PHONY: all deps build test test-host test-asan test-cuda report demo bench format golden \
+        swin-t-check clean
+
+all: build
+
+deps:
+	@bash tools/install_deps.sh build
+
+build: deps
+	cmake --preset host >/dev/null
+	cmake --build --preset host -j $(JOBS)
+
+test-host: build
+	ctest --preset host -j $(JOBS) $(CTEST_ARGS)
+
+test-asan: deps
+	cmake --preset host-asan >/dev/null
+	cmake --build --preset host-asan -j $(JOBS)
+	ctest --preset host-asan $(CTEST_ARGS)
+
+# Compile and link every kernel for sm_80 and sm_90a (nothing runs: no GPU here); ptxas
+# fails the build on any register spill. The log feeds the resource report.
+test-cuda: deps
+	cmake --preset cuda >/dev/null
+	@mkdir -p build/cuda
+	@echo "cuda preset: compiling every kernel for sm_80 and sm_90a (log: build/cuda/build.log)"
+	@cmake --build --preset cuda -j $(JOBS) >> build/cuda/build.log 2>&1 || { \
+	  grep -v -e "^ptxas info" -e "bytes stack frame" build/cuda/build.log | tail -40; exit 1; }
+
+report: test-cuda
+	$(PY) tools/resource_report.py build/cuda build/cuda/build.log --markdown docs/resource-report.md
+
+test: test-host test-asan test-cuda
+	$(PY) tools/resource_report.py build/cuda build/cuda/build.log
+	@echo "make test: host tests, host-asan tests and the cuda build with zero spills all passed"
+
+demo: deps
+	@bash tools/install_deps.sh demo
+	cmake --preset host >/dev/null
+	cmake --build --preset host -j $(JOBS)
+	bash tools/demo.sh
+
+bench: build
+	bash tools/bench.sh
+
+format:
+	clang-format -i $$(git ls-files '*.hpp' '*.cpp' '*.cu')
+
+golden:
+	@bash tools/install_deps.sh torch
+	$(PY) tools/make_golden.py
+
+swin-t-check: build
+	@bash tools/install_deps.sh torch
+	$(PY) tools/make_golden.py --full-swin-t build/swin-t-golden
+	MILMER_SWIN_T_GOLDEN=build/swin-t-golden ./build/host/tests/milmer_tests -tc="*Swin-T*"
+
+clean:
+	rm -rf build

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what the build needs on a Debian machine, and only what is missing.
+#   tools/install_deps.sh build    C++ build and tests (Debian packages, cuobjdump from PyPI)
+#   tools/install_deps.sh demo     + the Python packages of the DEAP tools
+#   tools/install_deps.sh torch    + torch and transformers (PyTorch checks and baselines)
+set -euo pipefail
+what=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+
+apt_packages=(cmake g++ make pkg-config python3 python3-pip libboost-context-dev libopenblas-dev
+  doctest-dev nlohmann-json3-dev libcli11-dev libbenchmark-dev)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install_deps: installing Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# The CUDA toolkit provides the headers of both targets (__half, the runtime and cuBLAS API)
+# and nvcc for the cuda preset. It is not a Debian package of the version we need.
+if ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+  echo "install_deps: the CUDA toolkit (nvcc, headers) is required: install CUDA 12.4+ into" \
+    "/usr/local/cuda (https://developer.nvidia.com/cuda-downloads)" >&2
+  exit 1
+fi
+
+py=python3
+pip_install() {
+  $py -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "Running pip as the 'root'" || true
+}
+# cuobjdump reads registers and shared memory from the built cubins for the resource report.
+if ! $py -m pip show -q nvidia-cuda-cuobjdump >/dev/null 2>&1; then
+  pip_install "nvidia-cuda-cuobjdump==13.*"
+fi
+
+case "$what" in
+  build) ;;
+  demo)
+    pip_install -r "$here/requirements-data.txt"
+    ;;
+  torch)
+    pip_install -r "$here/requirements-torch.txt"
+    ;;
+  *)
+    echo "install_deps: unknown set '$what' (expected build, demo or torch)" >&2
+    exit 2
+    ;;
+esac
