@@ -509,3 +509,36 @@ TEST_CASE("a read error on the prefetch thread reaches the consumer, naming the 
   }
   CHECK(b.next(buf.view()) == 0);
 }
+
+TEST_CASE("reads the shard the Python writer made (tests/data/labels_fixture.shard)") {
+  // Written by tests/python/test_data_tools.py: ratings on every label threshold, labels
+  // computed by tools/deap_common.py. C++ must read the same bytes and agree on the labels.
+  const fs::path p = fs::path(__FILE__).parent_path() / "data" / "labels_fixture.shard";
+  REQUIRE_MESSAGE(fs::exists(p), p.string());
+  const std::vector<std::pair<double, double>> ratings = {{4.99, 5.0}, {5.0, 4.99}, {3.49, 3.5},
+                                                          {3.5, 3.49}, {6.49, 6.5}, {6.5, 6.49},
+                                                          {1.0, 9.0},  {9.0, 1.0}};
+  Shard s(p);
+  REQUIRE(s.size() == ratings.size());
+  CHECK(s.dims() == ShardDims{2, 3, 4, 2, 5});
+  CHECK(s.header().participant == 3);
+  std::vector<std::uint8_t> frames(s.dims().frame_bytes());
+  std::vector<float> eeg(s.dims().eeg_floats());
+  for (std::size_t i = 0; i < ratings.size(); ++i) {
+    const auto [v, a] = ratings[i];
+    const SampleInfo& info = s.info(i);
+    const SampleInfo want = SampleInfo::from_ratings(
+        v, a, 3, 10 + static_cast<int>(i), 20 + static_cast<int>(i), static_cast<int>(i % 3));
+    CHECK(info.labels == want.labels);
+    CHECK(info.valence == want.valence);
+    CHECK(info.arousal == want.arousal);
+    CHECK(info.trial == want.trial);
+    CHECK(info.presentation == want.presentation);
+    CHECK(info.window == want.window);
+    s.read(i, frames.data(), eeg.data());
+    for (std::size_t k = 0; k < eeg.size(); ++k)
+      CHECK(eeg[k] == static_cast<float>(k) * 0.25f - static_cast<float>(i));
+    for (std::size_t k = 0; k < frames.size(); ++k)
+      CHECK(frames[k] == static_cast<std::uint8_t>((k * 5 + i) % 256));
+  }
+}
