@@ -1,0 +1,253 @@
+// LayerNorm over the last dimension, forward and backward.
+//
+// Math (per row r of width W; biased variance, as torch.nn.LayerNorm)
+//   mean_r = sum_c x / W
+//   rstd_r = 1 / sqrt(sum_c (x - mean_r)^2 / W + eps)
+//   xhat   = (x - mean_r) * rstd_r,   out = xhat * weight + bias
+// Backward (g = dout * weight):
+//   dinp    = rstd_r * (g - mean_c(g) - xhat * mean_c(g * xhat))   (= or +=, accumulate_dinp)
+//   dweight += sum_r dout * xhat,   dbias += sum_r dout
+//
+// Layouts: inp, out, dout, dinp (rows, W) row-major; weight, bias, dweight, dbias (W);
+// mean, rstd (rows), always float (the statistics forward saves for backward).
+//
+// Statistics: two passes over the row (the mean first, then the sum of squared deviations),
+// float accumulation. One pass of sum and sum of squares cancels catastrophically when
+// |mean| >> std; Welford avoids that too but costs a division per element and a more
+// involved warp merge. The second pass re-reads the row, which is at most a few KB and
+// still in L1/L2, so DRAM traffic stays one read of the row.
+//
+// Launch shapes
+//   forward: one warp per row, block 256 (8 rows), grid ceil(rows / 8), no shared memory.
+//     Each lane sums columns lane, lane+32, ... in order; the warp combines the 32 sums with
+//     an xor butterfly, whose result is the same bits on every lane and every run.
+//   backward, kernel 1 (layernorm_backward_rows): grid P (row parts, see
+//     layernorm_backward_parts), block min(256, W rounded up to 32), one block per row at a
+//     time over its part's contiguous rows. Thread t owns columns t, t + blockDim, ... for the
+//     whole part, so it accumulates that part's dweight / dbias partials for its columns
+//     without any atomics: in dynamic shared memory (2*W floats) when W <= 6144, otherwise
+//     directly in its block's slice of the scratch buffer. The part's partials are then
+//     written to scratch (P, 2, W). The two row sums dinp needs are reduced per warp with an
+//     xor butterfly and across warps in warp order through 256 bytes of static shared memory.
+//   backward, kernel 2 (sum_partials, elementwise.hpp): grid (ceil(W / 256), 2), block 256,
+//     adds the P partials in order 0..P-1 and += into dweight and dbias.
+//   P depends only on (rows, W), never on the device or schedule, so dweight and dbias are
+//   bit-identical under every schedule, on every run and on every GPU.
+//
+// Minimum bytes moved (s = sizeof(T), R rows, W width)
+//   forward:  2*R*W*s + 2*W*s + 8*R        read x, weight, bias; write out, mean, rstd
+//   backward: 3*R*W*s + 5*W*s + 8*R        read dout, x, weight, mean, rstd; write dinp;
+//             (+ R*W*s with accumulate_dinp: dinp is read too)   read + write dweight, dbias
+//   The scratch partials (2*P*W floats written and read back) are overhead beyond this.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "milmer/context.hpp"
+#include "milmer/kernels/elementwise.hpp"
+#include "milmer/platform.hpp"
+#include "milmer/tensor.hpp"
+
+namespace milmer::kernels {
+
+inline constexpr int kLayerNormForwardThreads = 256;  // 8 warps, one row each
+inline constexpr int kLayerNormBackwardMaxThreads = 256;
+inline constexpr int kLayerNormSharedPartialsMaxWidth = 6144;  // 2*W floats <= 48 KB
+
+__device__ inline float warp_sum(float v) {
+  for (int lane_mask = 16; lane_mask > 0; lane_mask /= 2)
+    v += __shfl_xor_sync(0xffffffffu, v, lane_mask);
+  return v;
+}
+
+template <class T>
+__global__ void layernorm_forward_rows(T* out, float* mean, float* rstd, const T* inp,
+                                       const T* weight, const T* bias, int rows, int width,
+                                       float eps) {
+  const int lane = threadIdx.x % 32;
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;  // the whole warp leaves together, so its shuffles stay complete
+  const T* x = inp + static_cast<std::int64_t>(row) * width;
+
+  float sum = 0.0f;
+  for (int c = lane; c < width; c += 32) sum += to_float(x[c]);
+  const float row_mean = warp_sum(sum) / static_cast<float>(width);
+
+  float squares = 0.0f;
+  for (int c = lane; c < width; c += 32) {
+    const float d = to_float(x[c]) - row_mean;
+    squares += d * d;
+  }
+  const float row_rstd = rsqrtf(warp_sum(squares) / static_cast<float>(width) + eps);
+
+  T* y = out + static_cast<std::int64_t>(row) * width;
+  for (int c = lane; c < width; c += 32) {
+    const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
+    y[c] = from_float<T>(xhat * to_float(weight[c]) + to_float(bias[c]));
+  }
+  if (lane == 0) {
+    mean[row] = row_mean;
+    rstd[row] = row_rstd;
+  }
+}
+
+// Sums a and b over the block (blockDim.x a multiple of 32, at most 256); every thread gets
+// the same bits: warps reduce with an xor butterfly, then each thread adds the warp totals
+// in warp order.
+__device__ inline void block_sum2(float& a, float& b, float2* warp_totals) {
+  a = warp_sum(a);
+  b = warp_sum(b);
+  const int warps = blockDim.x / 32;
+  if (threadIdx.x % 32 == 0) warp_totals[threadIdx.x / 32] = make_float2(a, b);
+  __syncthreads();
+  a = 0.0f;
+  b = 0.0f;
+  for (int w = 0; w < warps; ++w) {
+    a += warp_totals[w].x;
+    b += warp_totals[w].y;
+  }
+  __syncthreads();  // warp_totals is rewritten by the next call
+}
+
+// Writes (or adds to) dinp for the rows of part blockIdx.x and writes that part's dweight
+// and dbias partials to partials[blockIdx.x] = (2, W) (see the file comment).
+template <class T>
+__global__ void layernorm_backward_rows(T* dinp, float* partials, const T* dout, const T* inp,
+                                        const T* weight, const float* mean, const float* rstd,
+                                        int rows, int width, int rows_per_part,
+                                        bool accumulate_dinp, bool partials_in_shared) {
+  MILMER_DYNAMIC_SHARED(float, shared_partials);
+  __shared__ float2 warp_totals[kLayerNormBackwardMaxThreads / 32];
+  float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 2 * width;
+  float* const dweight_acc = partials_in_shared ? shared_partials : part_partials;
+  float* const dbias_acc = dweight_acc + width;
+  for (int c = threadIdx.x; c < width; c += blockDim.x) {
+    dweight_acc[c] = 0.0f;
+    dbias_acc[c] = 0.0f;
+  }
+
+  const int row_begin = blockIdx.x * rows_per_part;
+  const int row_end = rows - row_begin < rows_per_part ? rows : row_begin + rows_per_part;
+  const float inv_width = 1.0f / static_cast<float>(width);
+  for (int row = row_begin; row < row_end; ++row) {
+    const std::int64_t base = static_cast<std::int64_t>(row) * width;
+    const T* dy = dout + base;
+    const T* x = inp + base;
+    const float row_mean = mean[row], row_rstd = rstd[row];
+
+    float sum_g = 0.0f, sum_g_xhat = 0.0f;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) {
+      const float d = to_float(dy[c]);
+      const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
+      const float g = d * to_float(weight[c]);
+      sum_g += g;
+      sum_g_xhat += g * xhat;
+      dweight_acc[c] += d * xhat;
+      dbias_acc[c] += d;
+    }
+    block_sum2(sum_g, sum_g_xhat, warp_totals);
+    const float mean_g = sum_g * inv_width, mean_g_xhat = sum_g_xhat * inv_width;
+
+    T* dx = dinp + base;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) {
+      const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
+      const float g = to_float(dy[c]) * to_float(weight[c]);
+      float grad = row_rstd * (g - mean_g - xhat * mean_g_xhat);
+      if (accumulate_dinp) grad += to_float(dx[c]);
+      dx[c] = from_float<T>(grad);
+    }
+  }
+
+  if (partials_in_shared)
+    for (int c = threadIdx.x; c < 2 * width; c += blockDim.x) part_partials[c] = shared_partials[c];
+}
+
+}  // namespace milmer::kernels
+
+namespace milmer {
+
+// How many row parts layernorm_backward splits rows into: enough blocks to fill a GPU (up to
+// 1024) while keeping the scratch partials (2*P*W floats) near 2^21 floats for wide rows.
+// A function of (rows, width) only, so the dweight / dbias summation order never changes.
+inline int layernorm_backward_parts(std::int64_t rows, std::int64_t width) {
+  const std::int64_t target = std::clamp<std::int64_t>((std::int64_t{1} << 20) / width, 64, 1024);
+  const std::int64_t wanted = std::clamp<std::int64_t>(rows, 1, target);
+  const std::int64_t rows_per_part = (rows + wanted - 1) / wanted;
+  return static_cast<int>((rows + rows_per_part - 1) / rows_per_part);
+}
+// Scratch (floats) layernorm_backward needs: a (2, W) partial per row part.
+inline std::int64_t layernorm_backward_scratch_elements(std::int64_t rows, std::int64_t width) {
+  return std::int64_t{layernorm_backward_parts(rows, width)} * 2 * width;
+}
+
+// out = LayerNorm(inp) * weight + bias over the last dim; saves per-row mean and rstd.
+template <class T>
+void layernorm_forward(Context& ctx, TensorView<T> out, TensorView<float> mean,
+                       TensorView<float> rstd, TensorView<const std::type_identity_t<T>> inp,
+                       TensorView<const std::type_identity_t<T>> weight,
+                       TensorView<const std::type_identity_t<T>> bias, float eps) {
+  constexpr const char* op = "layernorm_forward";
+  expect(inp, op, "inp", {-1, -1});
+  const std::int64_t rows = inp.dim(0), width = inp.dim(1);
+  detail::expect_int_range(rows, op, "inp rows");
+  detail::expect_int_range(width, op, "inp width");
+  expect(out, op, "out", {rows, width});
+  expect(mean, op, "mean", {rows});
+  expect(rstd, op, "rstd", {rows});
+  expect(weight, op, "weight", {width});
+  expect(bias, op, "bias", {width});
+  check(eps > 0.0f && eps < 1e30f, op, "eps", "a finite value > 0", str(eps));
+  constexpr int rows_per_block = kernels::kLayerNormForwardThreads / 32;
+  launch(kernels::layernorm_forward_rows<T>, dim3(detail::blocks_for(rows, rows_per_block, op)),
+         dim3(kernels::kLayerNormForwardThreads), 0, ctx.stream(), out.data, mean.data, rstd.data,
+         inp.data, weight.data, bias.data, static_cast<int>(rows), static_cast<int>(width), eps);
+}
+
+// Backward of layernorm_forward: dinp written (or added to, accumulate_dinp, for residual
+// streams); dweight and dbias accumulated (+=). mean and rstd are forward's. scratch holds at
+// least layernorm_backward_scratch_elements(rows, width) floats and is overwritten.
+template <class T>
+void layernorm_backward(Context& ctx, TensorView<T> dinp, TensorView<T> dweight,
+                        TensorView<T> dbias, TensorView<float> scratch,
+                        TensorView<const std::type_identity_t<T>> dout,
+                        TensorView<const std::type_identity_t<T>> inp,
+                        TensorView<const std::type_identity_t<T>> weight,
+                        TensorView<const float> mean, TensorView<const float> rstd,
+                        bool accumulate_dinp) {
+  constexpr const char* op = "layernorm_backward";
+  expect(inp, op, "inp", {-1, -1});
+  const std::int64_t rows = inp.dim(0), width = inp.dim(1);
+  detail::expect_int_range(rows, op, "inp rows");
+  detail::expect_int_range(width, op, "inp width");
+  expect(dinp, op, "dinp", {rows, width});
+  expect(dout, op, "dout", {rows, width});
+  expect(dweight, op, "dweight", {width});
+  expect(dbias, op, "dbias", {width});
+  expect(weight, op, "weight", {width});
+  expect(mean, op, "mean", {rows});
+  expect(rstd, op, "rstd", {rows});
+  const std::int64_t need = layernorm_backward_scratch_elements(rows, width);
+  detail::expect_flat(scratch, op, "scratch");
+  check(scratch.numel() >= need, op, "scratch", str("at least ", need, " floats"),
+        str(scratch.numel(), " floats"));
+
+  const int parts_count = layernorm_backward_parts(rows, width);
+  const int rows_per_part = static_cast<int>((rows + parts_count - 1) / parts_count);
+  const int threads = static_cast<int>(
+      std::min<std::int64_t>(kernels::kLayerNormBackwardMaxThreads, (width + 31) / 32 * 32));
+  const bool partials_in_shared = width <= kernels::kLayerNormSharedPartialsMaxWidth;
+  const std::size_t shared_bytes =
+      partials_in_shared ? static_cast<std::size_t>(2 * width) * sizeof(float) : 0;
+  launch(kernels::layernorm_backward_rows<T>, dim3(static_cast<unsigned>(parts_count)),
+         dim3(threads), shared_bytes, ctx.stream(), dinp.data, scratch.data, dout.data, inp.data,
+         weight.data, mean.data, rstd.data, static_cast<int>(rows), static_cast<int>(width),
+         rows_per_part, accumulate_dinp, partials_in_shared);
+  const int finish_threads = kernels::kElementwiseThreads;
+  launch(kernels::sum_partials<T>, dim3(detail::blocks_for(width, finish_threads, op), 2),
+         dim3(finish_threads), 0, ctx.stream(), dweight.data, dbias.data,
+         static_cast<const float*>(scratch.data), parts_count, static_cast<int>(width), 2 * width);
+}
+
+}  // namespace milmer
