@@ -1,0 +1,253 @@
+// Swin's data-movement kernels: the patch gather of the patch embedding, the zero padding of a
+// token map to whole windows, and the 2x2 gather of patch merging; forward and backward each.
+// None does arithmetic: each is a permutation (plus zeros) of its input, written with one
+// thread per destination element, so every output has exactly one writer and backward needs
+// no atomics.
+//
+// Math and layouts (row-major)
+//   patch_gather   pixels (B, Cin, H, W) -> patches (B * Hp * Wp, Cin * P * P), Hp = ceil(H/P):
+//                  patches[(b, i, j), (c, ky, kx)] = pixels[b, c, i*P + ky, j*P + kx], 0 outside
+//                  the image (transformers pads the image right and bottom with zeros). The
+//                  column order (c, ky, kx) is the flattened Conv2d weight (out, Cin, P, P), so
+//                  the 4x4 stride-4 convolution is the GEMM patches @ weight^T + bias. Patches
+//                  do not overlap: this is a permutation, not an im2col copy of shared pixels.
+//   pad_map        inp (B, H, W, C) -> out (B, Hp, Wp, C) with zeros at y >= H or x >= W.
+//                  backward: dinp = dout cropped (written).
+//   merge_gather   inp (B, H, W, C) -> out (B, ceil(H/2) * ceil(W/2), 4C):
+//                  out[b, (i, j), q*C + c] = inp[b, 2i + dy_q, 2j + dx_q, c] with quadrants
+//                  q = 0..3 at (dy, dx) = (0,0), (1,0), (0,1), (1,1) (transformers' order:
+//                  x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]); 0 outside the
+//                  map (odd sizes are zero-padded first, as transformers does).
+//   Backward of each gather: the destination gradient read back at the same positions
+//   (written; the padding's gradient is dropped).
+//
+// Launch shape: one thread per destination element, block 256, grid-stride over 1-D grid
+// (at most 65535 * 8 blocks). No shared memory.
+// Minimum bytes moved: read the source once, write the destination once (padding zeros are
+// writes only): pixel gather B*Cin*H*W*s read + B*Hp*Wp*Cin*P*P*s written; pad_map
+// B*H*W*C*s + B*Hp*Wp*C*s; merge_gather B*H*W*C*s + B*ceil(H/2)*ceil(W/2)*4C*s.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "milmer/context.hpp"
+#include "milmer/platform.hpp"
+#include "milmer/tensor.hpp"
+
+namespace milmer::kernels {
+
+inline constexpr int kSwinLayoutThreads = 256;
+
+inline dim3 swin_layout_grid(std::int64_t n) {
+  return dim3(static_cast<unsigned>(std::clamp<std::int64_t>((n + 255) / 256, 1, 65535 * 8)));
+}
+
+template <class T>
+__global__ void patch_gather_forward_kernel(T* patches, const T* pixels, int batch, int channels,
+                                            int height, int width, int patch, int grid_h,
+                                            int grid_w) {
+  const std::int64_t k = std::int64_t{channels} * patch * patch;
+  const std::int64_t n = std::int64_t{batch} * grid_h * grid_w * k;
+  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const std::int64_t token = e / k;
+    const int col = static_cast<int>(e % k);
+    const int c = col / (patch * patch), ky = (col / patch) % patch, kx = col % patch;
+    const int j = static_cast<int>(token % grid_w), i = static_cast<int>((token / grid_w) % grid_h);
+    const std::int64_t b = token / (std::int64_t{grid_w} * grid_h);
+    const int y = i * patch + ky, x = j * patch + kx;
+    patches[e] =
+        (y < height && x < width) ? pixels[((b * channels + c) * height + y) * width + x] : T(0.0f);
+  }
+}
+
+template <class T>
+__global__ void patch_gather_backward_kernel(T* dpixels, const T* dpatches, int batch, int channels,
+                                             int height, int width, int patch, int grid_h,
+                                             int grid_w) {
+  const std::int64_t n = std::int64_t{batch} * channels * height * width;
+  const std::int64_t k = std::int64_t{channels} * patch * patch;
+  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const int x = static_cast<int>(e % width), y = static_cast<int>((e / width) % height);
+    const int c = static_cast<int>((e / (std::int64_t{width} * height)) % channels);
+    const std::int64_t b = e / (std::int64_t{width} * height * channels);
+    const std::int64_t token = (b * grid_h + y / patch) * grid_w + x / patch;
+    dpixels[e] = dpatches[token * k + (c * patch + y % patch) * patch + x % patch];
+  }
+}
+
+// forward: out (B, Hp, Wp, C) from inp (B, H, W, C); backward: inp-shaped from out-shaped.
+template <class T>
+__global__ void pad_map_forward_kernel(T* out, const T* inp, int batch, int height, int width,
+                                       int padded_height, int padded_width, int channels) {
+  const std::int64_t n = std::int64_t{batch} * padded_height * padded_width * channels;
+  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const int c = static_cast<int>(e % channels);
+    const std::int64_t t = e / channels;
+    const int x = static_cast<int>(t % padded_width),
+              y = static_cast<int>((t / padded_width) % padded_height);
+    const std::int64_t b = t / (std::int64_t{padded_width} * padded_height);
+    out[e] =
+        (y < height && x < width) ? inp[((b * height + y) * width + x) * channels + c] : T(0.0f);
+  }
+}
+
+template <class T>
+__global__ void pad_map_backward_kernel(T* dinp, const T* dout, int batch, int height, int width,
+                                        int padded_height, int padded_width, int channels) {
+  const std::int64_t n = std::int64_t{batch} * height * width * channels;
+  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const int c = static_cast<int>(e % channels);
+    const std::int64_t t = e / channels;
+    const int x = static_cast<int>(t % width), y = static_cast<int>((t / width) % height);
+    const std::int64_t b = t / (std::int64_t{width} * height);
+    dinp[e] = dout[((b * padded_height + y) * padded_width + x) * channels + c];
+  }
+}
+
+template <class T>
+__global__ void merge_gather_forward_kernel(T* out, const T* inp, int batch, int height, int width,
+                                            int channels) {
+  const int h2 = (height + 1) / 2, w2 = (width + 1) / 2;
+  const std::int64_t n = std::int64_t{batch} * h2 * w2 * 4 * channels;
+  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const int col = static_cast<int>(e % (4 * channels));
+    const int q = col / channels, c = col % channels;
+    const std::int64_t t = e / (4 * channels);
+    const int j = static_cast<int>(t % w2), i = static_cast<int>((t / w2) % h2);
+    const std::int64_t b = t / (std::int64_t{w2} * h2);
+    const int y = 2 * i + (q & 1), x = 2 * j + (q >> 1);
+    out[e] =
+        (y < height && x < width) ? inp[((b * height + y) * width + x) * channels + c] : T(0.0f);
+  }
+}
+
+template <class T>
+__global__ void merge_gather_backward_kernel(T* dinp, const T* dout, int batch, int height,
+                                             int width, int channels) {
+  const int h2 = (height + 1) / 2, w2 = (width + 1) / 2;
+  const std::int64_t n = std::int64_t{batch} * height * width * channels;
+  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const int c = static_cast<int>(e % channels);
+    const std::int64_t t = e / channels;
+    const int x = static_cast<int>(t % width), y = static_cast<int>((t / width) % height);
+    const std::int64_t b = t / (std::int64_t{width} * height);
+    const int q = (y & 1) + 2 * (x & 1);
+    dinp[e] = dout[((b * h2 + y / 2) * w2 + x / 2) * 4 * channels + q * channels + c];
+  }
+}
+
+}  // namespace milmer::kernels
+
+namespace milmer {
+
+namespace detail {
+inline int positive_int(std::int64_t v, const char* op, const char* name) {
+  check(v >= 1 && v <= 0x7fffffff, op, name, "an int in [1, 2^31)", str(v));
+  return static_cast<int>(v);
+}
+}  // namespace detail
+
+// patches (B * ceil(H/P) * ceil(W/P), Cin * P * P) from pixels (B, Cin, H, W).
+template <class T>
+void patch_gather_forward(Context& ctx, TensorView<T> patches,
+                          TensorView<const std::type_identity_t<T>> pixels, int patch) {
+  constexpr const char* op = "patch_gather_forward";
+  expect(pixels, op, "pixels", {-1, -1, -1, -1});
+  check(patch >= 1, op, "patch", ">= 1", str(patch));
+  const int b = detail::positive_int(pixels.dim(0), op, "pixels batch");
+  const int c = detail::positive_int(pixels.dim(1), op, "pixels channels");
+  const int h = detail::positive_int(pixels.dim(2), op, "pixels height");
+  const int w = detail::positive_int(pixels.dim(3), op, "pixels width");
+  const int gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
+  expect(patches, op, "patches", {std::int64_t{b} * gh * gw, std::int64_t{c} * patch * patch});
+  launch(kernels::patch_gather_forward_kernel<T>, kernels::swin_layout_grid(patches.numel()),
+         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), patches.data, pixels.data, b, c, h, w,
+         patch, gh, gw);
+}
+
+// dpixels (B, Cin, H, W) written from dpatches.
+template <class T>
+void patch_gather_backward(Context& ctx, TensorView<T> dpixels,
+                           TensorView<const std::type_identity_t<T>> dpatches, int patch) {
+  constexpr const char* op = "patch_gather_backward";
+  expect(dpixels, op, "dpixels", {-1, -1, -1, -1});
+  check(patch >= 1, op, "patch", ">= 1", str(patch));
+  const int b = detail::positive_int(dpixels.dim(0), op, "dpixels batch");
+  const int c = detail::positive_int(dpixels.dim(1), op, "dpixels channels");
+  const int h = detail::positive_int(dpixels.dim(2), op, "dpixels height");
+  const int w = detail::positive_int(dpixels.dim(3), op, "dpixels width");
+  const int gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
+  expect(dpatches, op, "dpatches", {std::int64_t{b} * gh * gw, std::int64_t{c} * patch * patch});
+  launch(kernels::patch_gather_backward_kernel<T>, kernels::swin_layout_grid(dpixels.numel()),
+         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), dpixels.data, dpatches.data, b, c, h,
+         w, patch, gh, gw);
+}
+
+// out (B, Hp, Wp, C) = inp (B, H, W, C) zero-padded; Hp >= H, Wp >= W.
+template <class T>
+void pad_map_forward(Context& ctx, TensorView<T> out,
+                     TensorView<const std::type_identity_t<T>> inp) {
+  constexpr const char* op = "pad_map_forward";
+  expect(inp, op, "inp", {-1, -1, -1, -1});
+  expect(out, op, "out", {inp.dim(0), -1, -1, inp.dim(3)});
+  check(out.dim(1) >= inp.dim(1) && out.dim(2) >= inp.dim(2), op, "out",
+        str("a map at least ", inp.dim(1), " x ", inp.dim(2)), out.shape_string());
+  launch(kernels::pad_map_forward_kernel<T>, kernels::swin_layout_grid(out.numel()),
+         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), out.data, inp.data,
+         detail::positive_int(inp.dim(0), op, "batch"), detail::positive_int(inp.dim(1), op, "H"),
+         detail::positive_int(inp.dim(2), op, "W"), detail::positive_int(out.dim(1), op, "Hp"),
+         detail::positive_int(out.dim(2), op, "Wp"), detail::positive_int(inp.dim(3), op, "C"));
+}
+
+// dinp (B, H, W, C) = dout (B, Hp, Wp, C) cropped; written.
+template <class T>
+void pad_map_backward(Context& ctx, TensorView<T> dinp,
+                      TensorView<const std::type_identity_t<T>> dout) {
+  constexpr const char* op = "pad_map_backward";
+  expect(dinp, op, "dinp", {-1, -1, -1, -1});
+  expect(dout, op, "dout", {dinp.dim(0), -1, -1, dinp.dim(3)});
+  check(dout.dim(1) >= dinp.dim(1) && dout.dim(2) >= dinp.dim(2), op, "dout",
+        str("a map at least ", dinp.dim(1), " x ", dinp.dim(2)), dout.shape_string());
+  launch(kernels::pad_map_backward_kernel<T>, kernels::swin_layout_grid(dinp.numel()),
+         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), dinp.data, dout.data,
+         detail::positive_int(dinp.dim(0), op, "batch"), detail::positive_int(dinp.dim(1), op, "H"),
+         detail::positive_int(dinp.dim(2), op, "W"), detail::positive_int(dout.dim(1), op, "Hp"),
+         detail::positive_int(dout.dim(2), op, "Wp"), detail::positive_int(dinp.dim(3), op, "C"));
+}
+
+// out (B, ceil(H/2) * ceil(W/2), 4C) from inp (B, H, W, C) in transformers' quadrant order.
+template <class T>
+void merge_gather_forward(Context& ctx, TensorView<T> out,
+                          TensorView<const std::type_identity_t<T>> inp) {
+  constexpr const char* op = "merge_gather_forward";
+  expect(inp, op, "inp", {-1, -1, -1, -1});
+  const std::int64_t h2 = (inp.dim(1) + 1) / 2, w2 = (inp.dim(2) + 1) / 2;
+  expect(out, op, "out", {inp.dim(0), h2 * w2, 4 * inp.dim(3)});
+  launch(kernels::merge_gather_forward_kernel<T>, kernels::swin_layout_grid(out.numel()),
+         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), out.data, inp.data,
+         detail::positive_int(inp.dim(0), op, "batch"), detail::positive_int(inp.dim(1), op, "H"),
+         detail::positive_int(inp.dim(2), op, "W"), detail::positive_int(inp.dim(3), op, "C"));
+}
+
+// dinp (B, H, W, C) written from dout (B, ceil(H/2) * ceil(W/2), 4C).
+template <class T>
+void merge_gather_backward(Context& ctx, TensorView<T> dinp,
+                           TensorView<const std::type_identity_t<T>> dout) {
+  constexpr const char* op = "merge_gather_backward";
+  expect(dinp, op, "dinp", {-1, -1, -1, -1});
+  const std::int64_t h2 = (dinp.dim(1) + 1) / 2, w2 = (dinp.dim(2) + 1) / 2;
+  expect(dout, op, "dout", {dinp.dim(0), h2 * w2, 4 * dinp.dim(3)});
+  launch(kernels::merge_gather_backward_kernel<T>, kernels::swin_layout_grid(dinp.numel()),
+         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), dinp.data, dout.data,
+         detail::positive_int(dinp.dim(0), op, "batch"), detail::positive_int(dinp.dim(1), op, "H"),
+         detail::positive_int(dinp.dim(2), op, "W"), detail::positive_int(dinp.dim(3), op, "C"));
+}
+
+}  // namespace milmer
