@@ -14,8 +14,9 @@ run on this instead. What it writes (see docs/data.md):
 
 Both modalities carry the labels: valence raises occipito-parietal alpha (10 Hz) power and
 the face's brightness; arousal raises fronto-central beta (20 Hz) power, warms the face's
-colour (red up, blue down) and enlarges and speeds up the face in the frame. The face is a real photograph shipped with scikit-image
-(skimage.data.astronaut), so a face detector finds it. EEG is common-average referenced
+colour (red up, blue down) and enlarges and speeds up the face in the frame. The face is a
+real photograph shipped with scikit-image (skimage.data.astronaut), so a face detector
+finds it. EEG is common-average referenced
 and carries blinks and saccades that leak from the EOG channels into frontal channels, so
 ICA has something to remove.
 
@@ -112,8 +113,8 @@ def make_eeg(rng: np.random.Generator, valence: float, arousal: float,
 def write_video(path: Path, rng: np.random.Generator, template: np.ndarray, valence: float,
                 arousal: float, seconds: int, fps: int, no_face: tuple[float, float] | None):
     """One face video: the photograph moved, scaled and relit per frame. Brightness follows
-    valence; colour warmth, size and motion follow arousal. Frames inside the no_face interval (seconds)
-    and during a short random look-away show only the background."""
+    valence; colour warmth, size and motion follow arousal. Frames inside the no_face
+    interval (seconds) and during a short random look-away show only the background."""
     import cv2
 
     brightness = 0.55 + 0.7 * (valence - 1.0) / 8.0

@@ -164,13 +164,13 @@ def prepare_participant(job: dict) -> dict:
 
     shard = out / f"s{p:02d}.shard"
     writer = dc.ShardWriter(shard, p, dc.FRAMES_PER_WINDOW, size, size, 32, dc.WINDOW_SAMPLES)
-    position = (mp.current_process()._identity or (1,))[0] - 1
-    bar = tqdm(total=len(rows), desc=f"s{p:02d}", position=position, leave=True,
+    bar = tqdm(total=len(rows), desc=f"s{p:02d}", position=job["slot"], leave=True,
                unit="trial", dynamic_ncols=True)
-    records = []  # (trial, window, labels...) kept in Experiment_id order for the shard
+    trials_kept = set()
     try:
         detector = mpipe.solutions.face_detection.FaceDetection(model_selection=0,
                                                                 min_detection_confidence=0.5)
+        # Records stream into the shard in presentation order, so memory holds one trial.
         for row in rows:
             trial, exp = row["trial"], row["experiment_id"]
             video = dc.video_path(deap, p, trial)
@@ -226,21 +226,19 @@ def prepare_participant(job: dict) -> dict:
                         crops[j] = crops[min(have, key=lambda h, j=j: (abs(h - j), h))]
                         res["frames_substituted"] += 1
                 s0 = dc.BASELINE_SAMPLES + dc.WINDOW_SAMPLES * k
-                records.append((exp, k, trial, v, a, lab, eeg[exp - 1, :, s0:s0 + dc.WINDOW_SAMPLES],
-                                np.stack(crops)))
+                writer.add(lab, p, exp, trial, k, v, a, eeg[exp - 1, :, s0:s0 + dc.WINDOW_SAMPLES],
+                           np.stack(crops))
+                trials_kept.add(exp)
             del frames
         detector.close()
-        records.sort(key=lambda r: (r[0], r[1]))
-        for exp, k, trial, v, a, lab, e, f in records:
-            writer.add(lab, p, exp, trial, k, v, a, e, f)
         writer.close()
     except BaseException:
         writer.abort()
         raise
     finally:
         bar.close()
-    res["samples"] = len(records)
-    res["trials_kept"] = len({r[0] for r in records})
+    res["samples"] = writer.count
+    res["trials_kept"] = len(trials_kept)
     res["shard"] = str(shard)
     res["seconds"] = round(time.time() - t0, 2)
     return res
@@ -317,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     skipped_participants = []
     jobs, reused = [], []
+    workers = max(1, args.workers)
     for p in wanted:
         if p in dc.EXCLUDED_PARTICIPANTS:
             skipped_participants.append((p, dc.EXCLUDED_PARTICIPANTS[p]))
@@ -337,14 +336,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"s{p:02d}: preparing again: {why}", file=sys.stderr)
             jobs.append({"participant": p, "deap": str(deap), "out": str(out),
                          "frame_size": args.frame_size, "ica": not args.no_ica,
-                         "rows": ratings[p]})
+                         "rows": ratings[p], "slot": len(jobs) % workers})
 
     options = {"frame_size": args.frame_size, "ica": not args.no_ica,
                "frames_per_window": dc.FRAMES_PER_WINDOW, "format": FORMAT_NOTE}
     results = []
     failures = []
     if jobs:
-        workers = max(1, min(args.workers, len(jobs)))
+        workers = min(workers, len(jobs))
         from tqdm import tqdm
 
         if workers == 1:
