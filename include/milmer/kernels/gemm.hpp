@@ -177,7 +177,7 @@ __global__ void bias_grad_kernel(T* dbias, const T* grad, std::int64_t rows, int
 
 namespace milmer {
 
-namespace detail {
+namespace gemm_detail {
 
 inline constexpr int kElementwiseThreads = 256;
 
@@ -331,7 +331,7 @@ inline void lt_linear_forward(Context& ctx, float* out, const float* inp, const 
 }
 #endif
 
-}  // namespace detail
+}  // namespace gemm_detail
 
 // C = alpha * op_a(A) @ op_b(B) + beta * C, all row-major 2-D views (unit column stride, any
 // row stride >= cols: see matrix_view). op(A) is M x K, op(B) is K x N, C is M x N.
@@ -341,14 +341,14 @@ void gemm(Context& ctx, TensorView<T> c, TensorView<const std::type_identity_t<T
           float beta = 0.0f) {
   static_assert(std::is_same_v<T, float>, "gemm: only float storage is wired to cuBLAS so far");
   constexpr const char* op = "gemm";
-  detail::expect_matrix(c, op, "C", 2, true);
-  detail::expect_matrix(a, op, "A", 2, false);
-  detail::expect_matrix(b, op, "B", 2, false);
-  const auto s = detail::gemm_shape(op, c, a, op_a, b, op_b, 2);
+  gemm_detail::expect_matrix(c, op, "C", 2, true);
+  gemm_detail::expect_matrix(a, op, "A", 2, false);
+  gemm_detail::expect_matrix(b, op, "B", 2, false);
+  const auto s = gemm_detail::gemm_shape(op, c, a, op_a, b, op_b, 2);
   MILMER_CUBLAS_CHECK(cublasSgemm(
-      ctx.blas(), detail::cublas_op(op_b), detail::cublas_op(op_a), static_cast<int>(s.n),
-      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, detail::leading_dim(b, 2),
-      a.data, detail::leading_dim(a, 2), &beta, c.data, detail::leading_dim(c, 2)));
+      ctx.blas(), gemm_detail::cublas_op(op_b), gemm_detail::cublas_op(op_a), static_cast<int>(s.n),
+      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, gemm_detail::leading_dim(b, 2),
+      a.data, gemm_detail::leading_dim(a, 2), &beta, c.data, gemm_detail::leading_dim(c, 2)));
 }
 
 // For each i < batch: C[i] = alpha * op_a(A[i]) @ op_b(B[i]) + beta * C[i]. Views are rank 3
@@ -364,21 +364,21 @@ void gemm_strided_batched(Context& ctx, TensorView<T> c,
   static_assert(std::is_same_v<T, float>,
                 "gemm_strided_batched: only float storage is wired to cuBLAS so far");
   constexpr const char* op = "gemm_strided_batched";
-  detail::expect_matrix(c, op, "C", 3, true);
-  detail::expect_matrix(a, op, "A", 3, false);
-  detail::expect_matrix(b, op, "B", 3, false);
+  gemm_detail::expect_matrix(c, op, "C", 3, true);
+  gemm_detail::expect_matrix(a, op, "A", 3, false);
+  gemm_detail::expect_matrix(b, op, "B", 3, false);
   const std::int64_t batch = c.shape[0];
   check(a.shape[0] == batch, op, "A", str("batch ", batch, " (C's batch)"),
         str("batch ", a.shape[0]));
   check(b.shape[0] == batch, op, "B", str("batch ", batch, " (C's batch)"),
         str("batch ", b.shape[0]));
-  detail::check_int(batch, op, "C", "batch");
-  const auto s = detail::gemm_shape(op, c, a, op_a, b, op_b, 3);
+  gemm_detail::check_int(batch, op, "C", "batch");
+  const auto s = gemm_detail::gemm_shape(op, c, a, op_a, b, op_b, 3);
   MILMER_CUBLAS_CHECK(cublasSgemmStridedBatched(
-      ctx.blas(), detail::cublas_op(op_b), detail::cublas_op(op_a), static_cast<int>(s.n),
-      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, detail::leading_dim(b, 3),
-      b.strides[0], a.data, detail::leading_dim(a, 3), a.strides[0], &beta, c.data,
-      detail::leading_dim(c, 3), c.strides[0], static_cast<int>(batch)));
+      ctx.blas(), gemm_detail::cublas_op(op_b), gemm_detail::cublas_op(op_a), static_cast<int>(s.n),
+      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, gemm_detail::leading_dim(b, 3),
+      b.strides[0], a.data, gemm_detail::leading_dim(a, 3), a.strides[0], &beta, c.data,
+      gemm_detail::leading_dim(c, 3), c.strides[0], static_cast<int>(batch)));
 }
 
 // out (M, N) = act(inp (M, K) @ weight (N, K)^T + bias (N)). bias may be an empty view (no
@@ -407,14 +407,15 @@ void linear_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_
           str("a tensor with epilogue ", epilogue_name(epilogue)));
     expect(pre_activation, op, "pre_activation", {m, n});
   }
-  detail::check_int(m, op, "inp", "rows");
-  detail::check_int(n, op, "weight", "rows");
-  detail::check_int(k, op, "inp", "columns");
+  gemm_detail::check_int(m, op, "inp", "rows");
+  gemm_detail::check_int(n, op, "weight", "rows");
+  gemm_detail::check_int(k, op, "inp", "columns");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
 #if MILMER_TARGET_CUDA
   if (epilogue != Epilogue::gelu) {
-    detail::lt_linear_forward(ctx, out.data, inp.data, weight.data, has_bias ? bias.data : nullptr,
-                              mi, ni, ki, epilogue == Epilogue::relu);
+    gemm_detail::lt_linear_forward(ctx, out.data, inp.data, weight.data,
+                                   has_bias ? bias.data : nullptr, mi, ni, ki,
+                                   epilogue == Epilogue::relu);
     return;
   }
 #endif
@@ -425,8 +426,8 @@ void linear_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_
   MILMER_CUBLAS_CHECK(cublasSgemm(ctx.blas(), CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &one,
                                   weight.data, ki, inp.data, ki, &zero, gemm_out, ni));
   if (epilogue == Epilogue::none && !has_bias) return;
-  detail::launch_bias_activation<T>(ctx, epilogue, out.data, store_pre ? gemm_out : nullptr,
-                                    gemm_out, has_bias ? bias.data : nullptr, m * n, ni);
+  gemm_detail::launch_bias_activation<T>(ctx, epilogue, out.data, store_pre ? gemm_out : nullptr,
+                                         gemm_out, has_bias ? bias.data : nullptr, m * n, ni);
 }
 
 // Backward of linear_forward. With dpre = dout * act'(saved) (dout itself for Epilogue::none):
@@ -464,14 +465,14 @@ void linear_backward(Context& ctx, TensorView<T> dinp, TensorView<T> dweight, Te
     check(saved.data == nullptr && dpre.data == nullptr, op, "saved",
           "empty 'saved' and 'dpre' views for epilogue none", "a tensor");
   }
-  detail::check_int(m, op, "dout", "rows");
-  detail::check_int(n, op, "dout", "columns");
-  detail::check_int(k, op, "inp", "columns");
+  gemm_detail::check_int(m, op, "dout", "rows");
+  gemm_detail::check_int(n, op, "dout", "columns");
+  gemm_detail::check_int(k, op, "inp", "columns");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
 
   const T* grad = dout.data;
   if (epilogue != Epilogue::none) {
-    const dim3 grid = detail::elementwise_grid(m * n), block(detail::kElementwiseThreads);
+    const dim3 grid = gemm_detail::elementwise_grid(m * n), block(gemm_detail::kElementwiseThreads);
     if (epilogue == Epilogue::relu)
       launch(kernels::activation_backward_kernel<T, Epilogue::relu>, grid, block, 0, ctx.stream(),
              dpre.data, dout.data, saved.data, m * n);

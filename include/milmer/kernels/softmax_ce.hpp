@@ -104,7 +104,7 @@ __global__ void mean_loss_kernel(float* loss_mean, const float* losses, int rows
 
 namespace milmer {
 
-namespace detail {
+namespace softmax_ce_detail {
 
 inline std::string label_range(std::int64_t classes) {
   return str("class indices in [0, ", classes, ")");
@@ -156,7 +156,7 @@ void softmax_ce_launch(const char* op, Context& ctx, TensorView<float> loss_mean
           str("labels[", i, "] = ", h[i]));
 }
 
-}  // namespace detail
+}  // namespace softmax_ce_detail
 
 // Training: losses (B) and loss_mean (1) of softmax cross-entropy, and dlogits (B, C) =
 // (softmax(logits) - onehot(labels)) * dloss / B. host_labels (optional, the same B labels in
@@ -170,8 +170,8 @@ void softmax_ce_forward(Context& ctx, TensorView<float> loss_mean, TensorView<fl
   check(std::isfinite(dloss), op, "dloss", "a finite scale", str(dloss));
   const float grad_scale =
       logits.rank == 2 && logits.shape[0] > 0 ? dloss / static_cast<float>(logits.shape[0]) : dloss;
-  detail::softmax_ce_launch<T, true>(op, ctx, loss_mean, losses, dlogits, logits, labels,
-                                     grad_scale, host_labels);
+  softmax_ce_detail::softmax_ce_launch<T, true>(op, ctx, loss_mean, losses, dlogits, logits, labels,
+                                                grad_scale, host_labels);
 }
 
 // Evaluation: losses, loss_mean and probs (B, C) = softmax(logits); no gradient.
@@ -179,8 +179,8 @@ template <class T>
 void softmax_ce_forward_only(Context& ctx, TensorView<float> loss_mean, TensorView<float> losses,
                              TensorView<T> probs, TensorView<const std::type_identity_t<T>> logits,
                              TensorView<const int> labels, std::span<const int> host_labels = {}) {
-  detail::softmax_ce_launch<T, false>("softmax_ce_forward_only", ctx, loss_mean, losses, probs,
-                                      logits, labels, 1.0f, host_labels);
+  softmax_ce_detail::softmax_ce_launch<T, false>("softmax_ce_forward_only", ctx, loss_mean, losses,
+                                                 probs, logits, labels, 1.0f, host_labels);
 }
 
 }  // namespace milmer
