@@ -179,8 +179,7 @@ TEST_CASE("config: fixture parameter files hold exactly the specified tensors") 
 TEST_CASE("config: JSON round trip and save/load") {
   const auto t = MilmerConfig::tiny();
   CHECK(MilmerConfig::from_json(tiny_json()) == t);
-  const fs::path dir =
-      fs::temp_directory_path() / ("milmer_test_config_" + std::to_string(::getpid()));
+  const fs::path dir = fs::temp_directory_path() / milmer::str("milmer_test_config_", ::getpid());
   fs::create_directories(dir);
   t.save(dir / "m.json");
   CHECK(MilmerConfig::load(dir / "m.json") == t);
@@ -270,7 +269,7 @@ TEST_CASE("config: invalid configs are refused with the key named") {
   }
   SUBCASE("a malformed file names the file") {
     const fs::path p =
-        fs::temp_directory_path() / ("milmer_test_bad_" + std::to_string(::getpid()) + ".json");
+        fs::temp_directory_path() / milmer::str("milmer_test_bad_", ::getpid(), ".json");
     milmer::io::write_text_file(p, "{\"frames\": ");
     const auto m = cfg_error([&] { (void)MilmerConfig::load(p); });
     CHECK(m.find(p.string()) != std::string::npos);

@@ -30,8 +30,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     static int counter = 0;
-    path = fs::temp_directory_path() / ("milmer_test_safetensors_" + std::to_string(::getpid()) +
-                                        "_" + std::to_string(counter++));
+    path = fs::temp_directory_path() /
+           milmer::str("milmer_test_safetensors_", ::getpid(), "_", counter++);
     fs::remove_all(path);
     fs::create_directories(path);
   }

@@ -25,9 +25,9 @@ using ordered_json = nlohmann::ordered_json;
 
 // The JSON type of a value in words, for error messages.
 inline std::string json_type(const json& v) {
-  if (v.is_number_integer()) return "integer " + v.dump();
-  if (v.is_number_float()) return "number " + v.dump();
-  return std::string(v.type_name()) + (v.is_primitive() ? " " + v.dump() : "");
+  if (v.is_number_integer()) return str("integer ", v.dump());
+  if (v.is_number_float()) return str("number ", v.dump());
+  return v.is_primitive() ? str(v.type_name(), " ", v.dump()) : std::string(v.type_name());
 }
 
 inline json parse_json(const std::string& text, const std::string& source) {

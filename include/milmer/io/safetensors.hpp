@@ -287,7 +287,7 @@ inline std::vector<Entry> parse_header(const std::string& text, std::uint64_t da
 
 // Reads a whole safetensors file. Throws milmer::Error on any malformation.
 inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
-  const std::string op = "safetensors " + path.string();
+  const std::string op = str("safetensors ", path.string());
   std::error_code ec;
   const std::uint64_t file_bytes = std::filesystem::file_size(path, ec);
   if (ec) throw Error(op, "file", "a readable file", ec.message());
@@ -343,7 +343,7 @@ inline void write_all(int fd, const void* p, std::size_t n, const std::string& o
 // Writes `tensors` (and string metadata) to `path` atomically.
 inline void write_safetensors(const std::filesystem::path& path, const TensorMap& tensors,
                               const std::map<std::string, std::string>& metadata = {}) {
-  const std::string op = "write_safetensors " + path.string();
+  const std::string op = str("write_safetensors ", path.string());
   ordered_json header = ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
@@ -365,9 +365,10 @@ inline void write_safetensors(const std::filesystem::path& path, const TensorMap
   const std::uint64_t n = text.size();
 
   const auto dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
-  std::string tmpl = (dir / ("." + path.filename().string() + ".tmp.XXXXXX")).string();
+  std::string tmpl = (dir / str(".", path.filename().string(), ".tmp.XXXXXX")).string();
   const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) throw Error(op, "file", "a temporary file in " + dir.string(), std::strerror(errno));
+  if (fd < 0)
+    throw Error(op, "file", str("a temporary file in ", dir.string()), std::strerror(errno));
   try {
     detail::write_all(fd, &n, 8, op);
     detail::write_all(fd, text.data(), text.size(), op);
