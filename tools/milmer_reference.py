@@ -170,7 +170,14 @@ def check_config(cfg: dict) -> dict:
     if missing or extra:
         raise ValueError(f"milmer config: missing keys {missing}, unknown keys {extra}")
     cfg = dict(cfg)
-    cfg["swin"] = swin_from_hf_dict(cfg["swin"])
+    cfg["swin"] = swin = swin_from_hf_dict(cfg["swin"])
+    # The same settings milmer::SwinConfig refuses: the C++ model does not implement them.
+    if swin["use_absolute_embeddings"] or swin["hidden_act"] != "gelu":
+        raise ValueError("swin: absolute embeddings and activations other than gelu unsupported")
+    if swin["hidden_dropout_prob"] or swin["attention_probs_dropout_prob"]:
+        raise ValueError("swin: hidden / attention dropout must be 0")
+    if min(swin_resolutions(swin)) < swin["window_size"]:
+        raise ValueError(f"swin: a stage map {swin_resolutions(swin)} is below the window")
     d = model_width(cfg)
     if cfg["top_k"] > cfg["frames"] or cfg["top_k"] < 1:
         raise ValueError(f"milmer config: top_k must be in [1, frames], got {cfg['top_k']}")
