@@ -1,0 +1,293 @@
+// Kernel lab: the multi-head attention core (include/milmer/kernels/mha_attention.hpp).
+//
+//   mha_attention_lab --batch 14 --lq 64 --lk 147 --dim 768 --heads 12 --dropout 0.2
+//                     [--packed 0|1] [--iters N] [--seed S] [--check 0|1]
+//
+// Defaults: the cross-attention compression at paper size. --packed 1 reads q, k, v from one
+// (B, L, 3D) buffer (self-attention, needs lq == lk; the fusion layer is --lq 97 --lk 97
+// --packed 1). Runs the library's forward and backward, checks them against fp64 plain
+// loops (kernel error <= 4 x the error of the same loops in fp32, plus a tiny absolute term:
+// the rule of tests/support.hpp), prints time per call, GB/s from the minimum bytes moved
+// and GFLOP/s. Exit status 1 when the check fails, 2 on bad arguments.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "milmer/context.hpp"
+#include "milmer/kernels/mha_attention.hpp"
+#include "milmer/memory.hpp"
+
+namespace {
+
+struct Options {
+  double batch = 14, lq = 64, lk = 147, dim = 768, heads = 12, dropout = 0.2, packed = 0;
+  double iters = MILMER_TARGET_CUDA ? 20 : 1, seed = 1, check = 1;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "%s\nusage: mha_attention_lab --batch B --lq LQ --lk LK --dim D --heads H "
+               "--dropout P [--packed 0|1] [--iters N] [--seed S] [--check 0|1]\n",
+               why.c_str());
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  struct Flag {
+    const char* name;
+    double* value;
+  } flags[] = {{"--batch", &o.batch},   {"--lq", &o.lq},       {"--lk", &o.lk},
+               {"--dim", &o.dim},       {"--heads", &o.heads}, {"--dropout", &o.dropout},
+               {"--packed", &o.packed}, {"--iters", &o.iters}, {"--seed", &o.seed},
+               {"--check", &o.check}};
+  for (int a = 1; a < argc; a += 2) {
+    Flag* flag = nullptr;
+    for (auto& f : flags)
+      if (std::strcmp(argv[a], f.name) == 0) flag = &f;
+    if (flag == nullptr) usage(milmer::str("unknown argument '", argv[a], "'"));
+    if (a + 1 >= argc) usage(milmer::str(argv[a], " needs a value"));
+    char* end = nullptr;
+    const double v = std::strtod(argv[a + 1], &end);
+    if (*end != '\0' || !(v >= 0) || v > 1e6)
+      usage(milmer::str(argv[a], ": expected a number 0..1000000, got '", argv[a + 1], "'"));
+    *flag->value = v;
+  }
+  if (o.batch < 1 || o.lq < 1 || o.lk < 1 || o.dim < 1 || o.heads < 1 || o.iters < 1)
+    usage("batch, lq, lk, dim, heads and iters must be at least 1");
+  if (o.packed != 0 && o.lq != o.lk) usage("--packed 1 needs lq == lk (self-attention)");
+  return o;
+}
+
+struct Shape {
+  int batch, lq, lk, dim, heads;
+  float dropout;
+  std::uint64_t seed, offset;
+};
+
+template <class Real>
+struct Result {
+  std::vector<Real> out, lse, dq, dk, dv;
+};
+
+// Plain loops over contiguous q (B, Lq, D), k, v (B, Lk, D), dout (B, Lq, D).
+template <class Real>
+Result<Real> reference(const Shape& c, const std::vector<float>& qf, const std::vector<float>& kf,
+                       const std::vector<float>& vf, const std::vector<float>& gf) {
+  const std::vector<Real> q(qf.begin(), qf.end()), k(kf.begin(), kf.end()), v(vf.begin(), vf.end()),
+      dout(gf.begin(), gf.end());
+  const int hd = c.dim / c.heads;
+  const Real scale = Real(1) / std::sqrt(Real(hd));
+  const milmer::MhaShape shape{c.batch, c.lq, c.lk, c.heads, hd, 0, 0, 0, 0, 0, 0};
+  Result<Real> r{
+      std::vector<Real>(q.size()), std::vector<Real>(std::size_t(c.batch) * c.heads * c.lq),
+      std::vector<Real>(q.size()), std::vector<Real>(k.size()), std::vector<Real>(v.size())};
+  auto factor = [&](int b, int h, int i, int j) -> Real {
+    if (c.dropout <= 0) return 1;
+    const float u =
+        milmer::philox_uniform(c.seed, c.offset, milmer::mha_dropout_index(shape, b, h, i, j));
+    return u >= c.dropout ? Real(1) / (Real(1) - Real(c.dropout)) : Real(0);
+  };
+  auto at = [&](int b, int len, int i, int h) {
+    return (std::size_t(b) * len + i) * c.dim + std::size_t(h) * hd;
+  };
+  std::vector<Real> p(c.lk), dp(c.lk), f(c.lk);
+  for (int b = 0; b < c.batch; ++b)
+    for (int h = 0; h < c.heads; ++h)
+      for (int i = 0; i < c.lq; ++i) {
+        const Real* qi = &q[at(b, c.lq, i, h)];
+        const Real* gi = &dout[at(b, c.lq, i, h)];
+        Real mx = -INFINITY, sum = 0, delta = 0;
+        for (int j = 0; j < c.lk; ++j) {
+          Real s = 0;
+          for (int d = 0; d < hd; ++d) s += qi[d] * k[at(b, c.lk, j, h) + d];
+          p[j] = s * scale;
+          mx = std::max(mx, p[j]);
+          f[j] = factor(b, h, i, j);
+        }
+        for (int j = 0; j < c.lk; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        for (int j = 0; j < c.lk; ++j) p[j] /= sum;
+        r.lse[(std::size_t(b) * c.heads + h) * c.lq + i] = mx + std::log(sum);
+        for (int j = 0; j < c.lk; ++j) {
+          Real s = 0;
+          for (int d = 0; d < hd; ++d) {
+            r.out[at(b, c.lq, i, h) + d] += p[j] * f[j] * v[at(b, c.lk, j, h) + d];
+            s += gi[d] * v[at(b, c.lk, j, h) + d];
+          }
+          dp[j] = s * f[j];
+          delta += p[j] * dp[j];
+        }
+        for (int j = 0; j < c.lk; ++j) {
+          const Real ds = p[j] * (dp[j] - delta);
+          for (int d = 0; d < hd; ++d) {
+            r.dq[at(b, c.lq, i, h) + d] += scale * ds * k[at(b, c.lk, j, h) + d];
+            r.dk[at(b, c.lk, j, h) + d] += scale * ds * qi[d];
+            r.dv[at(b, c.lk, j, h) + d] += p[j] * f[j] * gi[d];
+          }
+        }
+      }
+  return r;
+}
+
+std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+template <class T>
+milmer::DeviceBuffer<T> device(const std::vector<T>& host) {
+  milmer::DeviceBuffer<T> b(host.size());
+  b.upload(host.data(), host.size());
+  return b;
+}
+
+template <class T>
+std::vector<T> host(const milmer::DeviceBuffer<T>& b) {
+  std::vector<T> h(b.size());
+  b.download(h.data(), h.size());
+  return h;
+}
+
+bool compare(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
+             const std::vector<float>& plain) {
+  double err = 0, plain_err = 0, scale = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = std::abs(double(got[i]) - ref[i]);
+    err = std::isnan(e) ? INFINITY : std::max(err, e);
+    plain_err = std::max(plain_err, std::abs(double(plain[i]) - ref[i]));
+    scale = std::max(scale, std::abs(ref[i]));
+  }
+  const double bound = 4 * plain_err + 1e-6 * std::max(scale, 1e-3);
+  const bool ok = err <= bound;
+  std::printf("  check %-4s max error %.3e  plain fp32 %.3e  bound %.3e  %s\n", what, err,
+              plain_err, bound, ok ? "ok" : "FAILED");
+  return ok;
+}
+
+template <class Fn>
+float time_ms(Fn fn, int iters, cudaStream_t stream) {
+  fn();
+  cudaEvent_t start, stop;
+  MILMER_CUDA_CHECK(cudaEventCreate(&start));
+  MILMER_CUDA_CHECK(cudaEventCreate(&stop));
+  MILMER_CUDA_CHECK(cudaEventRecord(start, stream));
+  for (int i = 0; i < iters; ++i) fn();
+  MILMER_CUDA_CHECK(cudaEventRecord(stop, stream));
+  MILMER_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  MILMER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  MILMER_CUDA_CHECK(cudaEventDestroy(start));
+  MILMER_CUDA_CHECK(cudaEventDestroy(stop));
+  return ms / iters;
+}
+
+// Rows [r][col0, col0 + D) of a (rows, ld) matrix, as a contiguous (rows, D) vector.
+std::vector<float> columns(const std::vector<float>& m, std::size_t rows, std::size_t ld,
+                           std::size_t col0, std::size_t dim) {
+  std::vector<float> r(rows * dim);
+  for (std::size_t i = 0; i < rows; ++i)
+    std::copy_n(m.begin() + i * ld + col0, dim, r.begin() + i * dim);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const Shape c{
+      int(o.batch),          int(o.lq), int(o.lk), int(o.dim), int(o.heads), float(o.dropout),
+      std::uint64_t(o.seed), 11};
+  const bool packed = o.packed != 0;
+  const std::int64_t B = c.batch, Lq = c.lq, Lk = c.lk, D = c.dim;
+  std::mt19937_64 rng(c.seed);
+  const std::size_t nq = std::size_t(B * Lq * D), nk = std::size_t(B * Lk * D);
+
+  milmer::Context ctx;
+  // q, k, v (and their gradients) live either in one packed (B, L, 3D) buffer or in three.
+  const std::int64_t ld = packed ? 3 * D : D;
+  const auto qkv_host = random_vector(packed ? 3 * nq : nq + 2 * nk, rng, -2, 2);
+  const auto dout_host = random_vector(nq, rng, -1, 1);
+  auto qkv = device(qkv_host), dout = device(dout_host);
+  milmer::DeviceBuffer<float> out(nq), lse(std::size_t(B) * c.heads * Lq), grads(qkv_host.size());
+  auto strided = [&](auto* base, std::int64_t len) {
+    auto v = milmer::view(base, {B, len, D});
+    v.strides = {len * ld, ld, 1};
+    return v;
+  };
+  const float* x = qkv.data();
+  float* g = grads.data();
+  // Offsets of q, k, v: packed, column blocks 0, D, 2D of each row; else three tensors.
+  const std::int64_t off_k = packed ? D : std::int64_t(nq);
+  const std::int64_t off_v = packed ? 2 * D : std::int64_t(nq + nk);
+  const auto q_v = strided(x, Lq), k_v = strided(x + off_k, Lk), v_v = strided(x + off_v, Lk);
+  const auto dq_v = strided(g, Lq), dk_v = strided(g + off_k, Lk), dv_v = strided(g + off_v, Lk);
+  const auto out_v = milmer::view(out.data(), {B, Lq, D});
+  const auto lse_v = milmer::view(lse.data(), {B, std::int64_t(c.heads), Lq});
+
+  const auto forward = [&] {
+    milmer::mha_attention_forward<float>(ctx, out_v, lse_v, q_v, k_v, v_v, c.heads, c.dropout,
+                                         c.seed, c.offset);
+  };
+  const auto backward = [&] {
+    milmer::mha_attention_backward<float>(
+        ctx, dq_v, dk_v, dv_v, milmer::view(static_cast<const float*>(dout.data()), {B, Lq, D}),
+        q_v, k_v, v_v, milmer::view(static_cast<const float*>(out.data()), {B, Lq, D}),
+        milmer::view(static_cast<const float*>(lse.data()), {B, std::int64_t(c.heads), Lq}),
+        c.heads, c.dropout, c.seed, c.offset);
+  };
+  try {
+    forward();
+    backward();
+  } catch (const milmer::Error& e) {
+    usage(e.what());
+  }
+  std::printf(
+      "mha_attention (%s): batch %d, Lq %d, Lk %d, dim %d, heads %d (head_dim %d), "
+      "dropout %.2f, %s\n",
+      milmer::target_name(), c.batch, c.lq, c.lk, c.dim, c.heads, c.dim / c.heads, c.dropout,
+      packed ? "packed (B, L, 3D) q|k|v" : "separate q, k, v");
+
+  bool ok = true;
+  if (o.check) {
+    const std::size_t rows_q = std::size_t(B * Lq), rows_k = std::size_t(B * Lk);
+    auto part = [&](const std::vector<float>& m, std::int64_t off, std::size_t rows) {
+      return packed ? columns(m, rows, std::size_t(ld), std::size_t(off), std::size_t(D))
+                    : std::vector<float>(m.begin() + off, m.begin() + off + rows * D);
+    };
+    const auto qh = part(qkv_host, 0, rows_q), kh = part(qkv_host, off_k, rows_k),
+               vh = part(qkv_host, off_v, rows_k);
+    const auto r64 = reference<double>(c, qh, kh, vh, dout_host);
+    const auto r32 = reference<float>(c, qh, kh, vh, dout_host);
+    const auto gh = host(grads);
+    ok &= compare("out", host(out), r64.out, r32.out);
+    ok &= compare("lse", host(lse), r64.lse, r32.lse);
+    ok &= compare("dq", part(gh, 0, rows_q), r64.dq, r32.dq);
+    ok &= compare("dk", part(gh, off_k, rows_k), r64.dk, r32.dk);
+    ok &= compare("dv", part(gh, off_v, rows_k), r64.dv, r32.dv);
+  }
+
+  // Minimum bytes (see the header): forward reads q, k, v and writes out and lse; backward
+  // reads q, k, v, out, dout, lse and writes dq, dk, dv.
+  const double s = sizeof(float), lse_bytes = double(B) * c.heads * Lq * 4;
+  const double forward_bytes = (2.0 * nq + 2.0 * nk) * s + lse_bytes;
+  const double backward_bytes = (4.0 * nq + 4.0 * nk) * s + lse_bytes;
+  const double qk = double(B) * c.heads * Lq * Lk * (c.dim / c.heads);
+  const double forward_flops = 4 * qk;    // S = q k^T, out = P v
+  const double backward_flops = 14 * qk;  // S and dPd in both kernels, then dq, dk, dv
+  const float forward_ms = time_ms(forward, int(o.iters), ctx.stream());
+  const float backward_ms = time_ms(backward, int(o.iters), ctx.stream());
+  std::printf("  forward   %10.4f ms  %8.2f GB/s  %8.4f TFLOP/s  (%.2f MB moved at minimum)\n",
+              forward_ms, forward_bytes / forward_ms * 1e-6, forward_flops / forward_ms * 1e-9,
+              forward_bytes * 1e-6);
+  std::printf("  backward  %10.4f ms  %8.2f GB/s  %8.4f TFLOP/s  (%.2f MB moved at minimum)\n",
+              backward_ms, backward_bytes / backward_ms * 1e-6, backward_flops / backward_ms * 1e-9,
+              backward_bytes * 1e-6);
+  return ok ? 0 : 1;
+}
