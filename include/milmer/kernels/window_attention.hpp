@@ -37,17 +37,18 @@
 //     (4 warps), dynamic shared memory (float): q, k, v (backward also dO) tiles of N x (D+1)
 //     (the +1 keeps column walks over tokens bank-conflict free), one N x N score tile, the
 //     head's table column, per-token map offsets and region labels. Window 7, head_dim 32:
-//     forward 29.3 KB, backward 36.1 KB. Limits: window <= 8 (each lane holds at most two
-//     score columns of a row), head_dim <= 64 (backward 84 KB at the limits; launch opts in
-//     above 48 KB).
+//     forward 29.4 KB, backward 35.9 KB. Limits: window <= 8 (each lane holds at most two
+//     score columns of a row), head_dim <= 64 (at both limits forward 66.1 KB, backward
+//     82.6 KB; launch opts in above 48 KB).
 //   window_attention_table_grad_reduce: grid ((2W-1)^2, heads), block 128, 512 bytes static
 //     shared; adds the B * windows partials of one table entry in a fixed order (a strided
 //     per-thread sum, then a fixed tree) and += into d_table. No float atomics anywhere, so
 //     every output is bit-identical under every schedule and thread count.
 //
 // Minimum bytes moved (s = sizeof(T), tokens Tp = B*Hp*Wp, T0 = B*H*W, R = (2W-1)^2)
-//   forward   3*Tp*C*s + R*heads*s + T0*C*s            (read qkv, table; write out)
-//             + B*heads*windows*N*4                    (write lse)
+//   forward   3*Tp*C*s + R*heads*s + T0*C*s            (read qkv, table; write out; the lab's
+//                                                      GB/s counts these), and the saved lse,
+//             B*heads*windows*N*4                      (1/D of out's size for float)
 //   backward  3*Tp*C*s + T0*C*s + B*heads*windows*N*4  (read qkv, dout, lse)
 //             + 3*Tp*C*s + 2*R*heads*s                 (write dqkv; read + write d_table)
 #pragma once
