@@ -513,7 +513,11 @@ TEST_CASE("a read error on the prefetch thread reaches the consumer, naming the 
 TEST_CASE("reads the shard the Python writer made (tests/data/labels_fixture.shard)") {
   // Written by tests/python/test_data_tools.py: ratings on every label threshold, labels
   // computed by tools/deap_common.py. C++ must read the same bytes and agree on the labels.
+#ifdef MILMER_SOURCE_DIR
+  const fs::path p = fs::path(MILMER_SOURCE_DIR) / "tests" / "data" / "labels_fixture.shard";
+#else
   const fs::path p = fs::path(__FILE__).parent_path() / "data" / "labels_fixture.shard";
+#endif
   REQUIRE_MESSAGE(fs::exists(p), p.string());
   const std::vector<std::pair<double, double>> ratings = {{4.99, 5.0}, {5.0, 4.99}, {3.49, 3.5},
                                                           {3.5, 3.49}, {6.49, 6.5}, {6.5, 6.49},
