@@ -164,17 +164,16 @@ def prepare_participant(job: dict) -> dict:
 
     shard = out / f"s{p:02d}.shard"
     writer = dc.ShardWriter(shard, p, dc.FRAMES_PER_WINDOW, size, size, 32, dc.WINDOW_SAMPLES)
-    bar = tqdm(total=len(rows), desc=f"s{p:02d}", position=job["slot"], leave=True,
-               unit="trial", dynamic_ncols=True)
+    bar = tqdm(rows, desc=f"s{p:02d}", position=job["slot"], leave=True, unit="trial",
+               dynamic_ncols=True)
     trials_kept = set()
     try:
         detector = mpipe.solutions.face_detection.FaceDetection(model_selection=0,
                                                                 min_detection_confidence=0.5)
         # Records stream into the shard in presentation order, so memory holds one trial.
-        for row in rows:
+        for row in bar:  # counts a trial once its body is done
             trial, exp = row["trial"], row["experiment_id"]
             video = dc.video_path(deap, p, trial)
-            bar.update(1)
 
             def skip_trial(reason: str, video=video, trial=trial, exp=exp):
                 res["skipped_trials"].append({"trial": trial, "experiment_id": exp,
@@ -414,8 +413,11 @@ def print_summary(results, reused, skipped_participants, failures, out: Path,
               f" {subst} frames substituted by the nearest frame with a face")
     for r in results:
         e = r.get("eeg", {})
+        ica = (f"FastICA excluded components {e.get('excluded')} of {e.get('components')}"
+               + ("" if e.get("converged", True) else " (did not converge)")
+               if e.get("ica") == "fastica" else "no ICA")
         print(f"  s{r['participant']:02d}: {r['samples']} samples from {r['trials_kept']} trials,"
-              f" ICA {e.get('ica')} excluded {e.get('excluded', [])}, {r['seconds']} s")
+              f" {ica}, {r['seconds']} s")
 
 
 if __name__ == "__main__":
