@@ -50,7 +50,8 @@
 //                                                      GB/s counts these), and the saved lse,
 //             B*heads*windows*N*4                      (1/D of out's size for float)
 //   backward  3*Tp*C*s + T0*C*s + B*heads*windows*N*4  (read qkv, dout, lse)
-//             + 3*Tp*C*s + 2*R*heads*s                 (write dqkv; read + write d_table)
+//             + 3*Tp*C*s + 3*R*heads*s                 (write dqkv; read table, read + write
+//                                                      d_table)
 #pragma once
 
 #include <algorithm>
