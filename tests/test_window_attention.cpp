@@ -76,7 +76,7 @@ milmer::TensorView<const T> in(milmer::TensorView<T> v) {
   return v;
 }
 
-const std::vector<float> nan_filled(std::size_t n) {
+std::vector<float> nan_filled(std::size_t n) {
   return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
 }
 
@@ -269,7 +269,7 @@ TEST_SUITE("window_attention") {
     CHECK(index == std::vector<int>{4, 3, 1, 0, 5, 4, 2, 1, 7, 6, 4, 3, 8, 7, 5, 4});
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j)
-        CHECK(milmer::kernels::relative_position_index(i, j, 2) == index[i * 4 + j]);
+        CHECK(milmer::kernels::window_relative_position_index(i, j, 2) == index[i * 4 + j]);
   }
 
   TEST_CASE("the launchers validate their arguments") {

@@ -72,7 +72,7 @@ inline constexpr int kWindowAttentionMaxHeadDim = 64;
 // Score columns a lane holds in registers for one row: ceil(max N / 32).
 inline constexpr int kWindowAttentionColumnsPerLane =
     (kWindowAttentionMaxWindow * kWindowAttentionMaxWindow + 31) / 32;
-inline constexpr float kShiftMaskValue = -100.0f;
+inline constexpr float kWindowAttentionMaskValue = -100.0f;
 
 // The sizes of one call, passed to the kernels by value.
 struct WindowAttentionShape {
@@ -105,7 +105,7 @@ MILMER_HD inline int window_shift_region(int coord, int extent, int window, int 
 }
 
 // Row of relative_position_bias_table for tokens i, j of a window (row-major in the window).
-MILMER_HD inline int relative_position_index(int i, int j, int window) {
+MILMER_HD inline int window_relative_position_index(int i, int j, int window) {
   const int dr = i / window - j / window + window - 1;
   const int dc = i % window - j % window + window - 1;
   return dr * (2 * window - 1) + dc;
@@ -149,8 +149,8 @@ __device__ inline float window_attention_logit(const WindowAttentionShape& s, co
   float dot = 0.0f;
   for (int d = 0; d < s.head_dim; ++d) dot += q_tile[i * ld + d] * k_tile[j * ld + d];
   float mask = 0.0f;
-  if (s.shift > 0 && region[i] != region[j]) mask = kShiftMaskValue;
-  return dot * s.scale + (bias[relative_position_index(i, j, s.window)] + mask);
+  if (s.shift > 0 && region[i] != region[j]) mask = kWindowAttentionMaskValue;
+  return dot * s.scale + (bias[window_relative_position_index(i, j, s.window)] + mask);
 }
 
 __device__ inline float window_attention_warp_max(float v) {
