@@ -28,7 +28,7 @@
 //     without any atomics: in dynamic shared memory (2*W floats) when W <= 6144, otherwise
 //     directly in its block's slice of the scratch buffer. The part's partials are then
 //     written to scratch (P, 2, W). The two row sums dinp needs are reduced per warp with an
-//     xor butterfly and across warps in warp order through 256 bytes of static shared memory.
+//     xor butterfly and across warps in warp order through 64 bytes of static shared memory.
 //   backward, kernel 2 (sum_partials, elementwise.hpp): grid (ceil(W / 256), 2), block 256,
 //     adds the P partials in order 0..P-1 and += into dweight and dbias.
 //   P depends only on (rows, W), never on the device or schedule, so dweight and dbias are
