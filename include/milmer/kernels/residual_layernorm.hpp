@@ -1,0 +1,322 @@
+// The end of a post-LN transformer sublayer in one kernel, forward and backward:
+//   y = LayerNorm(x + Dropout(branch + branch_bias))
+// as in torch.nn.TransformerEncoderLayer(norm_first=False), where `branch` is the raw output
+// of the sublayer's last GEMM (attention out-projection or linear2) run WITHOUT its bias.
+//
+// Math (row r of width W; p drop probability in [0, 1), scale = 1 / (1 - p) in float)
+//   keep(i) = philox_uniform(seed, offset, i) >= p, i = r * W + c the flat element index
+//             (dropout.hpp's convention, so the masks are the same as dropout_forward's;
+//             p = 0 keeps every element and draws nothing)
+//   s       = x + (keep ? (branch + branch_bias) * scale : 0)         the pre-norm sum
+//   mean_r  = sum_c s / W,  rstd_r = 1 / sqrt(sum_c (s - mean_r)^2 / W + eps)
+//   shat    = (s - mean_r) * rstd_r,  y = shat * norm_weight + norm_bias
+// Backward (g = dy * norm_weight):
+//   ds            = rstd_r * (g - mean_c(g) - shat * mean_c(g * shat))
+//   dx            = ds                         (written: the residual input's gradient)
+//   dbranch       = keep ? ds * scale : 0      (written; the mask regenerated from Philox)
+//   dnorm_weight += sum_r dy * shat,  dnorm_bias += sum_r dy,  dbranch_bias += sum_r dbranch
+//
+// Saved for backward: s (rows, W) in T, mean and rstd (rows) in float. Saving s rather than
+// recomputing it from x and branch costs the same traffic over a step (forward writes s,
+// backward reads s instead of x and branch) and keeps backward free of the forward's inputs;
+// `sum` may be the branch buffer (or the residual one), so s needs no memory of its own.
+// The kernels read and write each element from one thread, reads before writes, so `out`
+// may also be `residual` or `branch`, and either `dresidual` or `dbranch` may be `dout`.
+//
+// Layouts: residual, branch, out, sum, dout, dresidual, dbranch (rows, W) row-major;
+// branch_bias, norm_weight, norm_bias and their gradients (W); mean, rstd (rows) float.
+//
+// Launch shapes
+//   forward (residual_layernorm_forward_rows): one warp per row, block 256 (8 rows), grid
+//     ceil(rows / 8), no shared memory. Pass 1 forms s, stores it and sums it; passes 2 and 3
+//     (variance, output) re-read s from the thread's own stores (L1/L2, not DRAM). Each lane
+//     walks columns lane, lane+32, ... in order and the warp combines with an xor butterfly,
+//     exactly as layernorm_forward_rows does, so for float storage y, mean and rstd are the
+//     bits of bias_add_forward + dropout_forward + add_forward + layernorm_forward.
+//   backward, two kernels:
+//   (1) residual_layernorm_backward_rows: grid P (row parts, residual_layernorm_backward_parts),
+//     block min(256, W rounded up to 32), one block per row at a time over the part's
+//     contiguous rows. Thread t owns columns t, t + blockDim, ... for the whole part and
+//     accumulates its dnorm_weight / dnorm_bias / dbranch_bias partials without atomics, in
+//     dynamic shared memory (3*W floats) when W <= 4000, else in its part's scratch slice;
+//     then writes the part's partials to scratch (P, 3, W). The two row sums are reduced with
+//     layernorm.hpp's block_sum2 (warp butterflies, then warp totals in warp order).
+//   (2) residual_layernorm_sum_partials: grid (ceil(W / 256), 3), block 256, adds the P
+//     partials in order 0..P-1 and += into the three parameter gradients.
+//   P depends only on (rows, W), never on the device or schedule: every gradient is
+//   bit-identical under every schedule, on every run and on every GPU.
+//
+// Minimum bytes moved (s = sizeof(T), R rows, W width)
+//   forward:  4*R*W*s + 3*W*s + 8*R    read x, branch, three vectors; write y, s, mean, rstd
+//   backward: 4*R*W*s + 7*W*s + 8*R    read dy, s, norm_weight, mean, rstd; write dx,
+//                                      dbranch; read + write the three parameter gradients
+//   (the unfused composition moves 9*R*W*s forward and 6*R*W*s backward). The scratch
+//   partials (3*P*W floats written and read back) are overhead beyond this; P keeps at least
+//   8 rows per part so they stay under 3/32 of the row traffic.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "milmer/context.hpp"
+#include "milmer/kernels/dropout.hpp"
+#include "milmer/kernels/elementwise.hpp"
+#include "milmer/kernels/layernorm.hpp"
+#include "milmer/platform.hpp"
+#include "milmer/rng.hpp"
+#include "milmer/tensor.hpp"
+
+namespace milmer::kernels {
+
+inline constexpr int kResidualLayerNormForwardThreads = 256;  // 8 warps, one row each
+inline constexpr int kResidualLayerNormBackwardMaxThreads = 256;
+// 3*W floats of partials plus block_sum2's warp totals stay within the 48 KB a block gets
+// without opting in to more shared memory (which would cost occupancy).
+inline constexpr int kResidualLayerNormSharedPartialsMaxWidth = 4000;
+
+// Whether dropout keeps flat element `index`; with p == 0 every element is kept and no
+// Philox value is drawn (philox_uniform >= 0 always holds, so this is the same mask).
+__device__ inline bool residual_dropout_keeps(float p, std::uint64_t seed, std::uint64_t offset,
+                                              std::int64_t index) {
+  return p <= 0.0f || philox_uniform(seed, offset, static_cast<std::uint64_t>(index)) >= p;
+}
+
+template <class T>
+__global__ void residual_layernorm_forward_rows(T* out, T* sum, float* mean, float* rstd,
+                                                const T* residual, const T* branch,
+                                                const T* branch_bias, const T* norm_weight,
+                                                const T* norm_bias, int rows, int width, float eps,
+                                                float p, float scale, std::uint64_t seed,
+                                                std::uint64_t offset) {
+  const int lane = threadIdx.x % 32;
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;  // the whole warp leaves together, so its shuffles stay complete
+  const std::int64_t base = static_cast<std::int64_t>(row) * width;
+  const T* x = residual + base;
+  const T* h = branch + base;
+  T* s = sum + base;
+
+  float total = 0.0f;
+  for (int c = lane; c < width; c += 32) {
+    const float pre = to_float(h[c]) + to_float(branch_bias[c]);
+    const float dropped = residual_dropout_keeps(p, seed, offset, base + c) ? pre * scale : 0.0f;
+    const T value = from_float<T>(to_float(x[c]) + dropped);
+    s[c] = value;
+    total += to_float(value);
+  }
+  const float row_mean = warp_sum(total) / static_cast<float>(width);
+
+  float squares = 0.0f;
+  for (int c = lane; c < width; c += 32) {
+    const float d = to_float(s[c]) - row_mean;
+    squares += d * d;
+  }
+  const float row_rstd = rsqrtf(warp_sum(squares) / static_cast<float>(width) + eps);
+
+  T* y = out + base;
+  for (int c = lane; c < width; c += 32) {
+    const float shat = (to_float(s[c]) - row_mean) * row_rstd;
+    y[c] = from_float<T>(shat * to_float(norm_weight[c]) + to_float(norm_bias[c]));
+  }
+  if (lane == 0) {
+    mean[row] = row_mean;
+    rstd[row] = row_rstd;
+  }
+}
+
+// Writes dresidual and dbranch for the rows of part blockIdx.x and that part's parameter
+// gradient partials to partials[blockIdx.x] = (3, W): dnorm_weight, dnorm_bias, dbranch_bias.
+template <class T>
+__global__ void residual_layernorm_backward_rows(T* dresidual, T* dbranch, float* partials,
+                                                 const T* dout, const T* sum, const T* norm_weight,
+                                                 const float* mean, const float* rstd, int rows,
+                                                 int width, int rows_per_part, float p, float scale,
+                                                 std::uint64_t seed, std::uint64_t offset,
+                                                 bool partials_in_shared) {
+  MILMER_DYNAMIC_SHARED(float, shared_partials);
+  __shared__ float2 warp_totals[kResidualLayerNormBackwardMaxThreads / 32];
+  float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 3 * width;
+  float* const dweight_acc = partials_in_shared ? shared_partials : part_partials;
+  float* const dnorm_bias_acc = dweight_acc + width;
+  float* const dbranch_bias_acc = dweight_acc + 2 * width;
+  for (int c = threadIdx.x; c < width; c += blockDim.x) {
+    dweight_acc[c] = 0.0f;
+    dnorm_bias_acc[c] = 0.0f;
+    dbranch_bias_acc[c] = 0.0f;
+  }
+
+  const int row_begin = blockIdx.x * rows_per_part;
+  const int row_end = rows - row_begin < rows_per_part ? rows : row_begin + rows_per_part;
+  const float inv_width = 1.0f / static_cast<float>(width);
+  for (int row = row_begin; row < row_end; ++row) {
+    const std::int64_t base = static_cast<std::int64_t>(row) * width;
+    const T* dy = dout + base;
+    const T* s = sum + base;
+    const float row_mean = mean[row], row_rstd = rstd[row];
+
+    float sum_g = 0.0f, sum_g_shat = 0.0f;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) {
+      const float d = to_float(dy[c]);
+      const float shat = (to_float(s[c]) - row_mean) * row_rstd;
+      const float g = d * to_float(norm_weight[c]);
+      sum_g += g;
+      sum_g_shat += g * shat;
+      dweight_acc[c] += d * shat;
+      dnorm_bias_acc[c] += d;
+    }
+    block_sum2(sum_g, sum_g_shat, warp_totals);
+    const float mean_g = sum_g * inv_width, mean_g_shat = sum_g_shat * inv_width;
+
+    T* dx = dresidual + base;
+    T* dh = dbranch + base;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) {
+      const float shat = (to_float(s[c]) - row_mean) * row_rstd;
+      const float g = to_float(dy[c]) * to_float(norm_weight[c]);
+      const float ds = row_rstd * (g - mean_g - shat * mean_g_shat);
+      const float dpre = residual_dropout_keeps(p, seed, offset, base + c) ? ds * scale : 0.0f;
+      dx[c] = from_float<T>(ds);
+      dh[c] = from_float<T>(dpre);
+      dbranch_bias_acc[c] += dpre;
+    }
+  }
+
+  // The copy below moves other threads' columns (c >= width), and dbranch_bias_acc was last
+  // written after block_sum2's barriers.
+  __syncthreads();
+  if (partials_in_shared)
+    for (int c = threadIdx.x; c < 3 * width; c += blockDim.x) part_partials[c] = shared_partials[c];
+}
+
+// dst_j(c) += sum over parts k = 0..parts-1 of partials[k][j][c] for j = blockIdx.y
+// (0: dnorm_weight, 1: dnorm_bias, 2: dbranch_bias), in that fixed order.
+template <class T>
+__global__ void residual_layernorm_sum_partials(T* dnorm_weight, T* dnorm_bias, T* dbranch_bias,
+                                                const float* partials, int parts, int width) {
+  const int col = blockIdx.x * blockDim.x + threadIdx.x;
+  if (col >= width) return;
+  T* dst = blockIdx.y == 0 ? dnorm_weight : (blockIdx.y == 1 ? dnorm_bias : dbranch_bias);
+  const std::int64_t part_stride = std::int64_t{3} * width;
+  const float* column = partials + static_cast<std::int64_t>(blockIdx.y) * width + col;
+  float total = 0.0f;
+  for (int k = 0; k < parts; ++k) total += column[k * part_stride];
+  dst[col] = from_float<T>(to_float(dst[col]) + total);
+}
+
+}  // namespace milmer::kernels
+
+namespace milmer {
+
+inline constexpr int kResidualLayerNormMinRowsPerPart = 8;
+
+// How many row parts residual_layernorm_backward splits rows into: at least 8 rows per part
+// (so the 3*W partials of a part cost little next to its rows), at most 1024 parts, fewer for
+// wide rows so the scratch stays near 3 * 2^20 floats. A function of (rows, width) only, so
+// the summation order of the parameter gradients never changes.
+inline int residual_layernorm_backward_parts(std::int64_t rows, std::int64_t width) {
+  const std::int64_t max_parts =
+      std::clamp<std::int64_t>((std::int64_t{1} << 20) / width, 64, 1024);
+  const std::int64_t wanted =
+      std::clamp<std::int64_t>(rows / kResidualLayerNormMinRowsPerPart, 1, max_parts);
+  const std::int64_t rows_per_part = (rows + wanted - 1) / wanted;
+  return static_cast<int>((rows + rows_per_part - 1) / rows_per_part);
+}
+// Scratch (floats) residual_layernorm_backward needs: a (3, W) partial per row part.
+inline std::int64_t residual_layernorm_backward_scratch_elements(std::int64_t rows,
+                                                                 std::int64_t width) {
+  return std::int64_t{residual_layernorm_backward_parts(rows, width)} * 3 * width;
+}
+
+// out = LayerNorm(residual + Dropout(branch + branch_bias)) * norm_weight + norm_bias over the
+// last dim, dropout with probability p and the Philox mask of (seed, offset). Saves the
+// pre-norm sum (`sum`) and the per-row mean and rstd for backward. `sum` and `out` may be the
+// residual or branch buffers.
+template <class T>
+void residual_layernorm_forward(Context& ctx, TensorView<T> out, TensorView<T> sum,
+                                TensorView<float> mean, TensorView<float> rstd,
+                                TensorView<const std::type_identity_t<T>> residual,
+                                TensorView<const std::type_identity_t<T>> branch,
+                                TensorView<const std::type_identity_t<T>> branch_bias,
+                                TensorView<const std::type_identity_t<T>> norm_weight,
+                                TensorView<const std::type_identity_t<T>> norm_bias, float eps,
+                                float p, std::uint64_t seed, std::uint64_t offset) {
+  constexpr const char* op = "residual_layernorm_forward";
+  expect(residual, op, "residual", {-1, -1});
+  const std::int64_t rows = residual.dim(0), width = residual.dim(1);
+  detail::expect_int_range(rows, op, "residual rows");
+  detail::expect_int_range(width, op, "residual width");
+  expect(branch, op, "branch", {rows, width});
+  expect(out, op, "out", {rows, width});
+  expect(sum, op, "sum", {rows, width});
+  expect(mean, op, "mean", {rows});
+  expect(rstd, op, "rstd", {rows});
+  expect(branch_bias, op, "branch_bias", {width});
+  expect(norm_weight, op, "norm_weight", {width});
+  expect(norm_bias, op, "norm_bias", {width});
+  check(eps > 0.0f && eps < 1e30f, op, "eps", "a finite value > 0", str(eps));
+  detail::expect_drop_probability(p, op);
+  const float scale = 1.0f / (1.0f - p);
+  constexpr int rows_per_block = kernels::kResidualLayerNormForwardThreads / 32;
+  launch(kernels::residual_layernorm_forward_rows<T>,
+         dim3(detail::blocks_for(rows, rows_per_block, op)),
+         dim3(kernels::kResidualLayerNormForwardThreads), 0, ctx.stream(), out.data, sum.data,
+         mean.data, rstd.data, residual.data, branch.data, branch_bias.data, norm_weight.data,
+         norm_bias.data, static_cast<int>(rows), static_cast<int>(width), eps, p, scale, seed,
+         offset);
+}
+
+// Backward of residual_layernorm_forward (the same p, seed, offset): dresidual and dbranch
+// written; dnorm_weight, dnorm_bias and dbranch_bias accumulated (+=). sum, mean and rstd
+// are the forward's. Either dresidual or dbranch may be dout. scratch holds at least
+// residual_layernorm_backward_scratch_elements(rows, width) floats and is overwritten.
+template <class T>
+void residual_layernorm_backward(Context& ctx, TensorView<T> dresidual, TensorView<T> dbranch,
+                                 TensorView<T> dnorm_weight, TensorView<T> dnorm_bias,
+                                 TensorView<T> dbranch_bias, TensorView<float> scratch,
+                                 TensorView<const std::type_identity_t<T>> dout,
+                                 TensorView<const std::type_identity_t<T>> sum,
+                                 TensorView<const std::type_identity_t<T>> norm_weight,
+                                 TensorView<const float> mean, TensorView<const float> rstd,
+                                 float p, std::uint64_t seed, std::uint64_t offset) {
+  constexpr const char* op = "residual_layernorm_backward";
+  expect(dout, op, "dout", {-1, -1});
+  const std::int64_t rows = dout.dim(0), width = dout.dim(1);
+  detail::expect_int_range(rows, op, "dout rows");
+  detail::expect_int_range(width, op, "dout width");
+  expect(sum, op, "sum", {rows, width});
+  expect(dresidual, op, "dresidual", {rows, width});
+  expect(dbranch, op, "dbranch", {rows, width});
+  check(dbranch.data != dresidual.data, op, "dbranch", "a buffer apart from dresidual",
+        "the dresidual buffer");
+  expect(dnorm_weight, op, "dnorm_weight", {width});
+  expect(dnorm_bias, op, "dnorm_bias", {width});
+  expect(dbranch_bias, op, "dbranch_bias", {width});
+  expect(norm_weight, op, "norm_weight", {width});
+  expect(mean, op, "mean", {rows});
+  expect(rstd, op, "rstd", {rows});
+  detail::expect_drop_probability(p, op);
+  const std::int64_t need = residual_layernorm_backward_scratch_elements(rows, width);
+  detail::expect_flat(scratch, op, "scratch");
+  check(scratch.numel() >= need, op, "scratch", str("at least ", need, " floats"),
+        str(scratch.numel(), " floats"));
+
+  const float scale = 1.0f / (1.0f - p);
+  const int parts = residual_layernorm_backward_parts(rows, width);
+  const int rows_per_part = static_cast<int>((rows + parts - 1) / parts);
+  const int threads = static_cast<int>(std::min<std::int64_t>(
+      kernels::kResidualLayerNormBackwardMaxThreads, (width + 31) / 32 * 32));
+  const bool partials_in_shared = width <= kernels::kResidualLayerNormSharedPartialsMaxWidth;
+  const std::size_t shared_bytes =
+      partials_in_shared ? static_cast<std::size_t>(3 * width) * sizeof(float) : 0;
+  launch(kernels::residual_layernorm_backward_rows<T>, dim3(static_cast<unsigned>(parts)),
+         dim3(threads), shared_bytes, ctx.stream(), dresidual.data, dbranch.data, scratch.data,
+         dout.data, sum.data, norm_weight.data, mean.data, rstd.data, static_cast<int>(rows),
+         static_cast<int>(width), rows_per_part, p, scale, seed, offset, partials_in_shared);
+  const int finish_threads = kernels::kElementwiseThreads;
+  launch(kernels::residual_layernorm_sum_partials<T>,
+         dim3(detail::blocks_for(width, finish_threads, op), 3), dim3(finish_threads), 0,
+         ctx.stream(), dnorm_weight.data, dnorm_bias.data, dbranch_bias.data,
+         static_cast<const float*>(scratch.data), parts, static_cast<int>(width));
+}
+
+}  // namespace milmer
