@@ -16,9 +16,14 @@
 //       amil_detach_scores they need no Swin backward at all, and their activations need
 //       not be kept.
 //   dg_k  = sum_{m,d} dZ_k X[b, T_k]
-//   da_f  = (K / S)(dg_f - (1/K) sum_k dg_k g_k) for f in T, 0 otherwise; S = sum_k a_{T_k}
-//   ds_f  = a_f (da_f - sum_j a_j da_j)                    (softmax backward)
-//   dpre  = ds_f w (1 - h_f^2);  dw += sum_f ds_f h_f; db_w += sum_f ds_f
+//   The gates depend on the scores only through the selected ones: g_k = a_{T_k} / mean_j
+//   a_{T_j} = K exp(s_{T_k}) / sum_j exp(s_{T_j}) = K softmax(s_T)_k. So (the chain through
+//   a = softmax(s) collapses; da_f - sum_j a_j da_j vanishes off T and equals da_f on T):
+//   ds_{T_k} = g_k (dg_k - (1/K) sum_j g_j dg_j),  ds_f = 0 for frames not selected
+//   dpre  = ds_f w (1 - h_f^2);  dw += sum_f ds_f h_f
+//   db_w: no gradient. Adding a constant to every score changes neither a's order nor the
+//       gates, so dL/db_w = sum_f ds_f = 0 exactly (sum_k g_k = K); backward does not touch
+//       db_w rather than add the fp32 rounding residue of that sum (eps * sum |ds|).
 //   dV += dpre^T e;  db_V += sum_f dpre_f;  de = dpre V     (linear_backward, cuBLAS)
 //   dX[b, f, m] += de_f / M    only when the scores are not detached (amil_detach_scores
 //                              false); then every frame gets a gradient.
@@ -43,9 +48,9 @@
 //   amil_select_backward_kernel   grid (F, B), block 256: frame f of sample b writes its dX
 //                                 (g_k dZ_k or zeros) and, if selected, reduces dg_k in a
 //                                 fixed order (no atomics). Reads 2 B*K*M*D, writes B*F*M*D.
-//   amil_gate_backward_kernel     grid B, block 32: dg -> da -> ds for one sample.
+//   amil_gate_backward_kernel     grid B, block 32: dg -> ds for one sample.
 //   amil_scores_backward_kernel   grid ceil(L/128), block 128: a thread owns hidden unit l,
-//                                 walks the B*F rows: dpre, dw[l], (thread 0) db_w.
+//                                 walks the B*F rows: dpre, dw[l].
 //   amil_pool_backward_kernel     grid-stride over B*F*M*D, block 256: dX += de / M.
 #pragma once
 
@@ -201,41 +206,27 @@ __global__ void __launch_bounds__(kAmilThreads)
 
 // ds holds dg by frame on entry (0 for unselected frames) and ds on exit. One warp per sample.
 __global__ void __launch_bounds__(32)
-    amil_gate_backward_kernel(float* ds, const float* a, const int* topk, const float* gates,
-                              int frames, int k) {
-  __shared__ float da_s[kAmilMaxFrames];
+    amil_gate_backward_kernel(float* ds, const int* topk, const float* gates, int frames, int k) {
+  __shared__ float dg_s[kAmilMaxFrames];  // dg by slot k
   const int b = blockIdx.x, lane = threadIdx.x;
   float* dsb = ds + static_cast<std::int64_t>(b) * frames;
-  const float* ab = a + static_cast<std::int64_t>(b) * frames;
   const int* tb = topk + static_cast<std::int64_t>(b) * k;
   const float* gb = gates + static_cast<std::int64_t>(b) * k;
-  float sel = 0.0f, dgg = 0.0f;
+  float gdg = 0.0f;
   for (int j = lane; j < k; j += 32) {
-    sel += ab[tb[j]];
-    dgg += dsb[tb[j]] * gb[j];
+    dg_s[j] = dsb[tb[j]];
+    gdg += gb[j] * dg_s[j];
   }
-  const float sum_sel = amil_warp_sum(sel);
-  const float c = amil_warp_sum(dgg) / static_cast<float>(k);
-  const float kk_over_s = static_cast<float>(k) / sum_sel;
-  for (int f = lane; f < frames; f += 32) da_s[f] = 0.0f;
+  const float c = amil_warp_sum(gdg) / static_cast<float>(k);  // also orders the reads above
+  for (int f = lane; f < frames; f += 32) dsb[f] = 0.0f;
   __syncwarp();
-  for (int j = lane; j < k; j += 32) da_s[tb[j]] = kk_over_s * (dsb[tb[j]] - c);
-  __syncwarp();
-  float dot = 0.0f;
-  for (int f = lane; f < frames; f += 32) dot += ab[f] * da_s[f];
-  dot = amil_warp_sum(dot);
-  for (int f = lane; f < frames; f += 32) dsb[f] = ab[f] * (da_s[f] - dot);
+  for (int j = lane; j < k; j += 32) dsb[tb[j]] = gb[j] * (dg_s[j] - c);
 }
 
 __global__ void __launch_bounds__(128)
-    amil_scores_backward_kernel(float* dpre, float* dw, float* dbw, const float* ds, const float* h,
+    amil_scores_backward_kernel(float* dpre, float* dw, const float* ds, const float* h,
                                 const float* w, int rows, int hidden) {
   const int l = blockIdx.x * blockDim.x + threadIdx.x;
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    float sum = 0.0f;
-    for (int r = 0; r < rows; ++r) sum += ds[r];
-    dbw[0] += sum;
-  }
   if (l >= hidden) return;
   const float wl = w[l];
   float acc = 0.0f;
@@ -350,7 +341,7 @@ void amil_select_forward(Context& ctx, TensorView<T> z, TensorView<float> a,
          k);
 }
 
-// The whole forward: e, h, s, a, topk, gates are written (backward needs e, h, a, topk, gates).
+// The whole forward: e, h, s, a, topk, gates are written (backward needs e, h, topk, gates).
 template <class T>
 void amil_forward(Context& ctx, TensorView<T> z, TensorView<float> a, TensorView<std::int32_t> topk,
                   TensorView<float> gates, TensorView<float> s, TensorView<float> h,
@@ -363,10 +354,10 @@ void amil_forward(Context& ctx, TensorView<T> z, TensorView<float> a, TensorView
 }
 
 // dx (B, F, M, D) written: g_k dZ_k on the selected frames, 0 on the others; ds (B, F)
-// written: the gradient of the scores s through the gates and the softmax.
+// written: the gradient of the scores s through the gates (0 for frames not selected).
 template <class T>
 void amil_select_backward(Context& ctx, TensorView<T> dx, TensorView<float> ds,
-                          TensorView<const T> dz, TensorView<const T> x, TensorView<const float> a,
+                          TensorView<const T> dz, TensorView<const T> x,
                           TensorView<const std::int32_t> topk, TensorView<const float> gates) {
   constexpr const char* op = "amil_select_backward";
   expect(x, op, "x", {-1, -1, -1, -1});
@@ -379,7 +370,6 @@ void amil_select_backward(Context& ctx, TensorView<T> dx, TensorView<float> ds,
   expect(dx, op, "dx", {batch, frames, tokens, dim});
   expect(ds, op, "ds", {batch, frames});
   expect(dz, op, "dz", {batch, k * tokens, dim});
-  expect(a, op, "a", {batch, frames});
   expect(gates, op, "gates", {batch, k});
   launch(kernels::amil_select_backward_kernel<T>,
          dim3(static_cast<unsigned>(frames), static_cast<unsigned>(batch)),
@@ -387,18 +377,18 @@ void amil_select_backward(Context& ctx, TensorView<T> dx, TensorView<float> ds,
          gates.data, static_cast<int>(frames), static_cast<int>(tokens), static_cast<int>(dim),
          static_cast<int>(k));
   launch(kernels::amil_gate_backward_kernel, dim3(static_cast<unsigned>(batch)), dim3(32), 0,
-         ctx.stream(), ds.data, a.data, topk.data, gates.data, static_cast<int>(frames),
+         ctx.stream(), ds.data, topk.data, gates.data, static_cast<int>(frames),
          static_cast<int>(k));
 }
 
-// From ds (B, F): dV (L, D) +=, db_V (L) +=, dw (1, L) +=, db_w (1) +=; dpre (B, F, L)
+// From ds (B, F): dV (L, D) +=, db_V (L) +=, dw (1, L) +=; dpre (B, F, L)
 // written (the gradient of V e + b_V); de (B, F, D) written unless it is an empty view (the
 // detached-scores case, where nothing flows back into the frames through e).
 inline void amil_scores_backward(Context& ctx, TensorView<float> de, TensorView<float> dv_weight,
                                  TensorView<float> dv_bias, TensorView<float> dw_weight,
-                                 TensorView<float> dw_bias, TensorView<float> dpre,
-                                 TensorView<const float> ds, TensorView<const float> h,
-                                 TensorView<const float> e, TensorView<const float> v_weight,
+                                 TensorView<float> dpre, TensorView<const float> ds,
+                                 TensorView<const float> h, TensorView<const float> e,
+                                 TensorView<const float> v_weight,
                                  TensorView<const float> w_weight) {
   constexpr const char* op = "amil_scores_backward";
   expect(e, op, "e", {-1, -1, -1});
@@ -412,12 +402,11 @@ inline void amil_scores_backward(Context& ctx, TensorView<float> de, TensorView<
   expect(dv_weight, op, "dV", {hidden, dim});
   expect(dv_bias, op, "db_V", {hidden});
   expect(dw_weight, op, "dw", {1, hidden});
-  expect(dw_bias, op, "db_w", {1});
   if (de.data != nullptr) expect(de, op, "de", {batch, frames, dim});
   const std::int64_t rows = batch * frames;
   launch(kernels::amil_scores_backward_kernel, dim3(detail::amil_grid_blocks(hidden, 128, 1 << 30)),
-         dim3(128), 0, ctx.stream(), dpre.data, dw_weight.data, dw_bias.data, ds.data, h.data,
-         w_weight.data, static_cast<int>(rows), static_cast<int>(hidden));
+         dim3(128), 0, ctx.stream(), dpre.data, dw_weight.data, ds.data, h.data, w_weight.data,
+         static_cast<int>(rows), static_cast<int>(hidden));
   TensorView<float> de_rows;
   if (de.data != nullptr) de_rows = view(de.data, {rows, dim});
   linear_backward<float>(ctx, de_rows, dv_weight, dv_bias,
@@ -439,24 +428,23 @@ void amil_pool_backward(Context& ctx, TensorView<T> dx, TensorView<const float> 
 }
 
 // The whole backward. dx is written (see amil_select_backward; plus de / M on every frame
-// when detach_scores is false); parameter gradients accumulate. ds (B, F), dpre (B, F, L)
-// and de (B, F, D) are scratch the caller provides (nothing is allocated here); de may be
-// an empty view when detach_scores is true.
+// when detach_scores is false); parameter gradients accumulate (b_w has none: see the top). ds (B,
+// F), dpre (B, F, L) and de (B, F, D) are scratch the caller provides (nothing is allocated here);
+// de may be an empty view when detach_scores is true.
 template <class T>
 void amil_backward(Context& ctx, TensorView<T> dx, TensorView<float> dv_weight,
-                   TensorView<float> dv_bias, TensorView<float> dw_weight,
-                   TensorView<float> dw_bias, TensorView<float> ds, TensorView<float> dpre,
-                   TensorView<float> de, TensorView<const T> dz, TensorView<const T> x,
-                   TensorView<const float> e, TensorView<const float> h, TensorView<const float> a,
+                   TensorView<float> dv_bias, TensorView<float> dw_weight, TensorView<float> ds,
+                   TensorView<float> dpre, TensorView<float> de, TensorView<const T> dz,
+                   TensorView<const T> x, TensorView<const float> e, TensorView<const float> h,
                    TensorView<const std::int32_t> topk, TensorView<const float> gates,
                    TensorView<const float> v_weight, TensorView<const float> w_weight,
                    bool detach_scores) {
   if (!detach_scores)
     check(de.data != nullptr, "amil_backward", "de",
           "a (B, F, D) buffer when scores are not detached", "an empty view");
-  amil_select_backward<T>(ctx, dx, ds, dz, x, a, topk, gates);
+  amil_select_backward<T>(ctx, dx, ds, dz, x, topk, gates);
   amil_scores_backward(ctx, detach_scores ? TensorView<float>{} : de, dv_weight, dv_bias, dw_weight,
-                       dw_bias, dpre, ds, h, e, v_weight, w_weight);
+                       dpre, ds, h, e, v_weight, w_weight);
   if (!detach_scores) amil_pool_backward<T>(ctx, dx, de);
 }
 
