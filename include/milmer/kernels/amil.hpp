@@ -353,6 +353,25 @@ void amil_forward(Context& ctx, TensorView<T> z, TensorView<float> a, TensorView
   amil_select_forward<T>(ctx, z, a, topk, gates, s, x, k);
 }
 
+// ds (B, F): on entry dg_k at frame T_k and 0 at the other frames, on exit the gradient of
+// the scores (g_k (dg_k - mean_j g_j dg_j) at T_k, 0 elsewhere). For callers that compute dg
+// themselves (e.g. from re-encoded selected frames) and scatter it by frame.
+inline void amil_gate_backward(Context& ctx, TensorView<float> ds,
+                               TensorView<const std::int32_t> topk, TensorView<const float> gates) {
+  constexpr const char* op = "amil_gate_backward";
+  expect(ds, op, "ds", {-1, -1});
+  const std::int64_t batch = ds.dim(0), frames = ds.dim(1);
+  detail::amil_check_frames(op, frames);
+  check(batch <= 65535, op, "ds", "B <= 65535", std::to_string(batch));
+  expect(topk, op, "topk", {batch, -1});
+  const std::int64_t k = topk.dim(1);
+  detail::amil_check_k(op, static_cast<int>(k), frames);
+  expect(gates, op, "gates", {batch, k});
+  launch(kernels::amil_gate_backward_kernel, dim3(static_cast<unsigned>(batch)), dim3(32), 0,
+         ctx.stream(), ds.data, topk.data, gates.data, static_cast<int>(frames),
+         static_cast<int>(k));
+}
+
 // dx (B, F, M, D) written: g_k dZ_k on the selected frames, 0 on the others; ds (B, F)
 // written: the gradient of the scores s through the gates (0 for frames not selected).
 template <class T>
@@ -376,9 +395,7 @@ void amil_select_backward(Context& ctx, TensorView<T> dx, TensorView<float> ds,
          dim3(kernels::kAmilThreads), 0, ctx.stream(), dx.data, ds.data, dz.data, x.data, topk.data,
          gates.data, static_cast<int>(frames), static_cast<int>(tokens), static_cast<int>(dim),
          static_cast<int>(k));
-  launch(kernels::amil_gate_backward_kernel, dim3(static_cast<unsigned>(batch)), dim3(32), 0,
-         ctx.stream(), ds.data, topk.data, gates.data, static_cast<int>(frames),
-         static_cast<int>(k));
+  amil_gate_backward(ctx, ds, topk, gates);
 }
 
 // From ds (B, F): dV (L, D) +=, db_V (L) +=, dw (1, L) +=; dpre (B, F, L)
