@@ -31,7 +31,7 @@
 // Launch shapes (128 threads = 4 warps; head_dim <= 32*C with C in {1, 2, 4}):
 //   forward   grid (ceil(Lq/16), heads, B); a warp owns 4 query rows, a lane owns one key of
 //             the tile for scores and dims lane + 32c of the accumulator;
-//             shared (16 + 32)*(head_dim+1) + 32*head_dim + 512 floats (<= 42 KB).
+//             shared 16*head_dim + 32*(head_dim+1) + 32*head_dim + 512 floats (<= 42 KB).
 //   dq        grid (ceil(Lq/(4R)), heads, B), R = 4 rows per warp (2 when head_dim > 64);
 //             shared 2*4R*head_dim + 64*(head_dim+1) + 128R floats (<= 42 KB).
 //   dk, dv    grid (ceil(Lk/32), heads, B); query chunks of Q = 32 rows (8 when
