@@ -36,6 +36,16 @@ __global__ void shift_missing_barrier(const float* x, float* out, int n) {
   if (i < n) out[i] = threadIdx.x > 0 ? buf[threadIdx.x - 1] : 0.0f;
 }
 
+// Each thread reads a value written by the other warp, with only a warp shuffle (no block
+// barrier) in between: a cross-warp race.
+__global__ void cross_warp_missing_barrier(const float* x, float* out) {
+  __shared__ float buf[64];
+  const unsigned t = threadIdx.x;
+  buf[t] = x[t];
+  const float mine = __shfl_xor_sync(0xffffffffu, buf[t], 1);
+  out[t] = mine + buf[(t + 32) % 64];
+}
+
 __global__ void warp_ops(const int* in, int* out, int width) {
   const int t = threadIdx.x;
   const int v = in[t];
@@ -173,6 +183,25 @@ TEST_SUITE("emulator") {
     CHECK(random_wrong < 410);
   }
 
+  TEST_CASE("warps run ahead of each other: a warp operation is no block barrier") {
+    static float offset = 0;
+    for (Schedule s : {Schedule::seq, Schedule::rev, Schedule::random}) {
+      offset += 100.0f;
+      std::vector<float> x(64);
+      for (int i = 0; i < 64; ++i) x[i] = offset + static_cast<float>(i);
+      milmer::emu::set_schedule(s, 5);
+      milmer::test::DeviceVector<float> dx(x), dout(64);
+      milmer::launch(cross_warp_missing_barrier, dim3(1), dim3(64), 0, nullptr, dx.data(),
+                     dout.data());
+      milmer::emu::set_schedule(Schedule::seq, 0);
+      const auto out = dout.to_host();
+      int wrong = 0;
+      for (int t = 0; t < 64; ++t) wrong += out[t] != x[t ^ 1] + x[(t + 32) % 64];
+      INFO("schedule ", milmer::emu::schedule_name(s));
+      CHECK(wrong >= 32);  // the warp that runs first reads the other's stale values
+    }
+  }
+
   TEST_CASE("warp shuffles, votes and reductions follow CUDA's semantics") {
     for (int width : {32, 8}) {
       std::vector<int> in(64);
@@ -262,9 +291,8 @@ TEST_SUITE("emulator") {
     for (Schedule s : {Schedule::seq, Schedule::rev, Schedule::random}) {
       milmer::emu::set_schedule(s, 3);
       milmer::test::DeviceVector<int> out(1);
-      const std::string msg = milmer::test::error_message([&] {
-        milmer::launch(planted_deadlock, dim3(2), dim3(32), 0, nullptr, out.data());
-      });
+      const std::string msg = milmer::test::error_message(
+          [&] { milmer::launch(planted_deadlock, dim3(2), dim3(32), 0, nullptr, out.data()); });
       CHECK(msg.find("planted_deadlock") != std::string::npos);
       CHECK(msg.find("deadlock") != std::string::npos);
       CHECK(msg.find("block (") != std::string::npos);
@@ -284,9 +312,8 @@ TEST_SUITE("emulator") {
 
   TEST_CASE("an invalid warp operation inside a kernel surfaces as milmer::Error") {
     milmer::test::DeviceVector<int> out(1);
-    const std::string msg = milmer::test::error_message([&] {
-      milmer::launch(planted_throw, dim3(3), dim3(32), 0, nullptr, out.data());
-    });
+    const std::string msg = milmer::test::error_message(
+        [&] { milmer::launch(planted_throw, dim3(3), dim3(32), 0, nullptr, out.data()); });
     CHECK(msg.find("width") != std::string::npos);
     CHECK(msg.find("block (1,0,0) thread (5,0,0)") != std::string::npos);
   }
@@ -348,8 +375,8 @@ TEST_SUITE("emulator") {
             ref += double(A[b * lda * m + i * lda + p]) * B[b * k * n + j * k + p];
           CHECK(got[b * m * n + j * m + i] == doctest::Approx(ref));
         }
-    CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, dA.data(), m - 1,
-                      dB.data(), k, &zero, dC.data(), m) == CUBLAS_STATUS_INVALID_VALUE);
+    CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, dA.data(), m - 1, dB.data(),
+                      k, &zero, dC.data(), m) == CUBLAS_STATUS_INVALID_VALUE);
     cublasDestroy(handle);
   }
 }

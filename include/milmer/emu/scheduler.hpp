@@ -16,11 +16,11 @@
 // kernel, the block and the thread.
 #pragma once
 
-#include <boost/context/detail/fcontext.hpp>
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <boost/context/detail/fcontext.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -139,18 +139,35 @@ inline std::string symbol_name(const void* fn) {
 }
 
 enum class State : std::uint8_t { ready, at_barrier, at_warp, done };
-enum class WarpKind : std::uint8_t { sync, shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all };
+enum class WarpKind : std::uint8_t {
+  sync,
+  shfl_idx,
+  shfl_up,
+  shfl_down,
+  shfl_xor,
+  ballot,
+  any,
+  all
+};
 
 inline const char* warp_kind_name(WarpKind k) {
   switch (k) {
-    case WarpKind::sync: return "__syncwarp";
-    case WarpKind::shfl_idx: return "__shfl_sync";
-    case WarpKind::shfl_up: return "__shfl_up_sync";
-    case WarpKind::shfl_down: return "__shfl_down_sync";
-    case WarpKind::shfl_xor: return "__shfl_xor_sync";
-    case WarpKind::ballot: return "__ballot_sync";
-    case WarpKind::any: return "__any_sync";
-    case WarpKind::all: return "__all_sync";
+    case WarpKind::sync:
+      return "__syncwarp";
+    case WarpKind::shfl_idx:
+      return "__shfl_sync";
+    case WarpKind::shfl_up:
+      return "__shfl_up_sync";
+    case WarpKind::shfl_down:
+      return "__shfl_down_sync";
+    case WarpKind::shfl_xor:
+      return "__shfl_xor_sync";
+    case WarpKind::ballot:
+      return "__ballot_sync";
+    case WarpKind::any:
+      return "__any_sync";
+    case WarpKind::all:
+      return "__all_sync";
   }
   return "warp op";
 }
@@ -229,29 +246,43 @@ class BlockRunner {
     error_ = nullptr;
     std::mt19937_64 rng(seed ^ (0x9E3779B97F4A7C15ull *
                                 (1 + block_idx.x + grid.x * (block_idx.y + grid.y * block_idx.z))));
-    std::vector<unsigned> order;
-    order.reserve(n);
+    // Warps progress independently between block barriers, as on the hardware: each warp
+    // (in the schedule's order) runs its lanes (in the schedule's order) until every lane has
+    // finished or waits at __syncthreads, releasing the warp's own warp operations as they
+    // complete. So warp 0 can run far ahead of warp 1, and a missing barrier between warps
+    // shows. Then the block barrier is released, or nothing can move: a deadlock.
+    const unsigned warps = (n + 31) / 32;
+    std::vector<unsigned> warp_order(warps), lanes;
+    lanes.reserve(32);
     unsigned live = n;
     while (live > 0) {
-      order.clear();
-      for (unsigned i = 0; i < n; ++i)
-        if (fibers_[i].state == State::ready) order.push_back(i);
-      if (schedule == Schedule::rev) std::reverse(order.begin(), order.end());
-      if (schedule == Schedule::random) std::shuffle(order.begin(), order.end(), rng);
-      for (unsigned i : order) {
-        resume(fibers_[i]);
-        if (error_) {
-          std::exception_ptr e = error_;
-          error_ = nullptr;
-          std::rethrow_exception(e);
+      for (unsigned w = 0; w < warps; ++w) warp_order[w] = w;
+      if (schedule == Schedule::rev) std::reverse(warp_order.begin(), warp_order.end());
+      if (schedule == Schedule::random) std::shuffle(warp_order.begin(), warp_order.end(), rng);
+      for (unsigned w : warp_order) {
+        const unsigned first = 32 * w, last = std::min(n, first + 32);
+        for (;;) {
+          lanes.clear();
+          for (unsigned i = first; i < last; ++i)
+            if (fibers_[i].state == State::ready) lanes.push_back(i);
+          if (lanes.empty()) break;
+          if (schedule == Schedule::rev) std::reverse(lanes.begin(), lanes.end());
+          if (schedule == Schedule::random) std::shuffle(lanes.begin(), lanes.end(), rng);
+          for (unsigned i : lanes) {
+            resume(fibers_[i]);
+            if (error_) {
+              std::exception_ptr e = error_;
+              error_ = nullptr;
+              std::rethrow_exception(e);
+            }
+            if (fibers_[i].state == State::done) --live;
+          }
+          if (!release_warps(first, last, n, warp_ops)) break;
         }
-        if (fibers_[i].state == State::done) --live;
       }
       if (live == 0) break;
-      // Every live fiber is now parked at a rendezvous. Release what can be released.
-      bool progress = release_warps(block, warp_ops);
-      if (!progress) progress = release_barrier(live, barrier_waits);
-      if (!progress) report_deadlock();
+      // Every live fiber waits at __syncthreads or at a warp operation that cannot complete.
+      if (!release_barrier(live, barrier_waits)) report_deadlock();
     }
   }
 
@@ -269,8 +300,7 @@ class BlockRunner {
   std::uint64_t warp(WarpKind kind, unsigned mask, std::uint64_t value, int param, int width) {
     Fiber& f = *current_;
     if (width <= 0 || width > 32 || (width & (width - 1)) != 0)
-      fail(f, warp_kind_name(kind), "width", "a power of two from 1 to 32",
-           std::to_string(width));
+      fail(f, warp_kind_name(kind), "width", "a power of two from 1 to 32", std::to_string(width));
     const unsigned lane = f.linear % 32;
     if (!(mask & (1u << lane)))
       fail(f, warp_kind_name(kind), "mask", str("to include the calling lane ", lane),
@@ -287,13 +317,15 @@ class BlockRunner {
 
   [[noreturn]] void fail(const Fiber& f, const std::string& op, const std::string& arg,
                          const std::string& expected, const std::string& got) const {
-    throw Error(str(op, " in kernel ", *kernel_, " block ", coords(block_idx_), " thread ",
-                    coords(f.tid)),
-                arg, expected, got);
+    throw Error(
+        str(op, " in kernel ", *kernel_, " block ", coords(block_idx_), " thread ", coords(f.tid)),
+        arg, expected, got);
   }
 
  private:
-  static std::string coords(uint3 v) { return str("(", v.x, ",", v.y, ",", v.z, ")"); }
+  static std::string coords(uint3 v) {
+    return str("(", v.x, ",", v.y, ",", v.z, ")");
+  }
 
   void ensure_stacks(unsigned n) {
     while (stacks_.size() < n) {
@@ -362,10 +394,10 @@ class BlockRunner {
 #endif
   }
 
-  bool release_warps(dim3 block, std::uint64_t& warp_ops) {
-    const unsigned n = block.x * block.y * block.z;
+  // Releases the complete warp operations among fibers [first, last) of a block of n.
+  bool release_warps(unsigned first, unsigned last, unsigned n, std::uint64_t& warp_ops) {
     bool progress = false;
-    for (unsigned i = 0; i < n; ++i) {
+    for (unsigned i = first; i < last; ++i) {
       Fiber& f = fibers_[i];
       if (f.state != State::at_warp) continue;
       const unsigned base = i & ~31u;
@@ -387,8 +419,8 @@ class BlockRunner {
         if (g.mask != f.mask || g.wkind != f.wkind)
           fail(f, warp_kind_name(f.wkind), "lanes",
                str("every lane of mask 0x", std::hex, f.mask, " at ", warp_kind_name(f.wkind)),
-               str("lane ", std::dec, l, " at ", warp_kind_name(g.wkind), " with mask 0x",
-                   std::hex, g.mask));
+               str("lane ", std::dec, l, " at ", warp_kind_name(g.wkind), " with mask 0x", std::hex,
+                   g.mask));
       }
       if (!complete) continue;
       compute_warp(base, f.mask, f.wkind);
@@ -414,10 +446,17 @@ class BlockRunner {
       const unsigned seg = l & ~(w - 1);
       int src = static_cast<int>(l);
       switch (kind) {
-        case WarpKind::sync: continue;
-        case WarpKind::ballot: f.value = pred_bits; continue;
-        case WarpKind::any: f.value = pred_bits != 0; continue;
-        case WarpKind::all: f.value = pred_bits == mask; continue;
+        case WarpKind::sync:
+          continue;
+        case WarpKind::ballot:
+          f.value = pred_bits;
+          continue;
+        case WarpKind::any:
+          f.value = pred_bits != 0;
+          continue;
+        case WarpKind::all:
+          f.value = pred_bits == mask;
+          continue;
         case WarpKind::shfl_idx:
           src = static_cast<int>(seg + (static_cast<unsigned>(f.param) & (w - 1)));
           break;
@@ -594,7 +633,9 @@ inline void set_schedule(Schedule s, std::uint64_t seed) {
 inline const char* schedule_name(Schedule s) {
   return s == Schedule::seq ? "seq" : (s == Schedule::rev ? "rev" : "random");
 }
-inline unsigned os_threads() { return detail::Pool::get().size(); }
+inline unsigned os_threads() {
+  return detail::Pool::get().size();
+}
 
 // Runs a whole grid and returns when it has finished (the host target's launches are
 // synchronous, which keeps stream order trivially). `body` runs one CUDA thread.
