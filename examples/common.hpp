@@ -1,0 +1,360 @@
+// Helpers shared by the example programs (milmer-train, milmer-infer) that need no model:
+// classification metrics, a progress bar, time formatting, a log file, JSON output and the
+// metadata of a safetensors checkpoint read without its tensors.
+//
+// Metric conventions (tests/test_metrics.cpp checks them against hand-computed cases):
+// - confusion[t][p] counts samples of true class t predicted as p.
+// - precision_c = TP / (TP + FP), recall_c = TP / (TP + FN), F1_c = 2 TP / (2 TP + FP + FN);
+//   a zero denominator gives 0 (scikit-learn's zero_division=0). A class that never occurs
+//   in the truth and is never predicted therefore has F1 0 in per_class_f1.
+// - macro F1 averages F1 over the classes that occur in the truth or in the predictions,
+//   which is scikit-learn's f1_score(y_true, y_pred, average="macro", zero_division=0)
+//   with its default labels (the classes seen): a class absent from both would otherwise
+//   pull the average down for a test split that simply has none of it.
+// - accuracy = trace / samples; every metric of an empty set is 0.
+#pragma once
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "milmer/error.hpp"
+#include "milmer/io/json.hpp"
+
+namespace milmer::examples {
+
+using Json = io::ordered_json;
+
+// ---------------------------------------------------------------------------------------
+// Classification metrics.
+
+struct ClassificationMetrics {
+  int classes = 0;
+  std::int64_t samples = 0;
+  double accuracy = 0;
+  double macro_f1 = 0;
+  std::vector<double> per_class_f1, precision, recall;
+  std::vector<std::int64_t> support;                 // true samples per class
+  std::vector<std::vector<std::int64_t>> confusion;  // [true][predicted]
+};
+
+class ConfusionMatrix {
+ public:
+  explicit ConfusionMatrix(int classes)
+      : classes_(classes),
+        counts_(static_cast<std::size_t>(std::max(classes, 0)),
+                std::vector<std::int64_t>(static_cast<std::size_t>(std::max(classes, 0)), 0)) {
+    check(classes >= 1, "ConfusionMatrix", "classes", ">= 1", str(classes));
+  }
+
+  void add(int truth, int predicted) {
+    check(truth >= 0 && truth < classes_, "ConfusionMatrix::add", "truth",
+          str("a class in [0, ", classes_, ")"), str(truth));
+    check(predicted >= 0 && predicted < classes_, "ConfusionMatrix::add", "predicted",
+          str("a class in [0, ", classes_, ")"), str(predicted));
+    ++counts_[static_cast<std::size_t>(truth)][static_cast<std::size_t>(predicted)];
+  }
+
+  ClassificationMetrics metrics() const {
+    ClassificationMetrics m;
+    const std::size_t c = static_cast<std::size_t>(classes_);
+    m.classes = classes_;
+    m.confusion = counts_;
+    m.per_class_f1.assign(c, 0.0);
+    m.precision.assign(c, 0.0);
+    m.recall.assign(c, 0.0);
+    m.support.assign(c, 0);
+    std::int64_t correct = 0;
+    std::vector<std::int64_t> predicted(c, 0);
+    for (std::size_t t = 0; t < c; ++t)
+      for (std::size_t p = 0; p < c; ++p) {
+        m.samples += counts_[t][p];
+        m.support[t] += counts_[t][p];
+        predicted[p] += counts_[t][p];
+        if (t == p) correct += counts_[t][p];
+      }
+    if (m.samples == 0) return m;
+    m.accuracy = static_cast<double>(correct) / static_cast<double>(m.samples);
+    double f1_sum = 0;
+    int seen = 0;
+    for (std::size_t k = 0; k < c; ++k) {
+      const double tp = static_cast<double>(counts_[k][k]);
+      const double fp = static_cast<double>(predicted[k]) - tp;
+      const double fn = static_cast<double>(m.support[k]) - tp;
+      m.precision[k] = predicted[k] > 0 ? tp / (tp + fp) : 0.0;
+      m.recall[k] = m.support[k] > 0 ? tp / (tp + fn) : 0.0;
+      m.per_class_f1[k] = (2 * tp + fp + fn) > 0 ? 2 * tp / (2 * tp + fp + fn) : 0.0;
+      if (m.support[k] > 0 || predicted[k] > 0) {
+        f1_sum += m.per_class_f1[k];
+        ++seen;
+      }
+    }
+    m.macro_f1 = seen > 0 ? f1_sum / seen : 0.0;
+    return m;
+  }
+
+ private:
+  int classes_;
+  std::vector<std::vector<std::int64_t>> counts_;
+};
+
+inline ClassificationMetrics classification_metrics(std::span<const int> truth,
+                                                    std::span<const int> predicted, int classes) {
+  check(truth.size() == predicted.size(), "classification_metrics", "predicted",
+        str(truth.size(), " predictions (one per true label)"), str(predicted.size()));
+  ConfusionMatrix cm(classes);
+  for (std::size_t i = 0; i < truth.size(); ++i) cm.add(truth[i], predicted[i]);
+  return cm.metrics();
+}
+
+// Index of the largest value; the lowest index on a tie (as torch.argmax and numpy.argmax).
+inline int argmax(std::span<const float> row) {
+  check(!row.empty(), "argmax", "row", "at least one value", "none");
+  int best = 0;
+  for (std::size_t i = 1; i < row.size(); ++i)
+    if (row[i] > row[static_cast<std::size_t>(best)]) best = static_cast<int>(i);
+  return best;
+}
+
+// Softmax in double (max subtracted), for reporting class probabilities.
+inline std::vector<double> softmax(std::span<const float> logits) {
+  std::vector<double> p(logits.size());
+  if (logits.empty()) return p;
+  const double hi = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (std::size_t i = 0; i < logits.size(); ++i) sum += p[i] = std::exp(logits[i] - hi);
+  for (double& v : p) v /= sum;
+  return p;
+}
+
+// Accuracy of always answering the most frequent true class: the honest chance level of an
+// unbalanced test split (1 / classes is the chance level of a balanced one).
+inline double majority_class_rate(const ClassificationMetrics& m) {
+  if (m.samples == 0) return 0;
+  return static_cast<double>(*std::max_element(m.support.begin(), m.support.end())) /
+         static_cast<double>(m.samples);
+}
+
+inline Json to_json(const ClassificationMetrics& m, const std::vector<std::string>& names) {
+  Json j;
+  j["samples"] = m.samples;
+  j["accuracy"] = m.accuracy;
+  j["macro_f1"] = m.macro_f1;
+  j["per_class_f1"] = m.per_class_f1;
+  j["precision"] = m.precision;
+  j["recall"] = m.recall;
+  j["support"] = m.support;
+  j["confusion_matrix"] = m.confusion;
+  j["class_names"] = names;
+  j["majority_class_rate"] = majority_class_rate(m);
+  return j;
+}
+
+// The confusion matrix as an aligned text table (rows: truth, columns: prediction).
+inline std::string confusion_table(const ClassificationMetrics& m,
+                                   const std::vector<std::string>& names) {
+  std::size_t w = 6;
+  for (const auto& n : names) w = std::max(w, n.size() + 1);
+  for (const auto& row : m.confusion)
+    for (auto v : row) w = std::max(w, std::to_string(v).size() + 1);
+  auto cell = [&](const std::string& s) { return std::string(w - std::min(w, s.size()), ' ') + s; };
+  std::string out = cell("true\\pred");
+  for (const auto& n : names) out += cell(n);
+  out += "\n";
+  for (std::size_t t = 0; t < m.confusion.size(); ++t) {
+    out += cell(t < names.size() ? names[t] : std::to_string(t));
+    for (auto v : m.confusion[t]) out += cell(std::to_string(v));
+    out += "\n";
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Time and text.
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// 42s, 3m05s, 1h02m: what a person reads on a progress line.
+inline std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<std::int64_t>(std::llround(seconds));
+  char buf[32];
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600),
+                  static_cast<long long>((s % 3600) / 60));
+  return buf;
+}
+
+inline std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+inline std::string percent(double v) {
+  return fixed(100.0 * v, 1) + "%";
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress on stderr: a bar redrawn in place on a terminal; on a pipe or file, whole lines
+// at most every `line_interval` seconds (and at the end), so logs stay readable.
+
+class Progress {
+ public:
+  Progress(std::string label, std::int64_t total, std::int64_t already_done,
+           double line_interval = 15.0)
+      : label_(std::move(label)),
+        total_(std::max<std::int64_t>(total, 1)),
+        start_done_(already_done),
+        tty_(::isatty(STDERR_FILENO) == 1),
+        line_interval_(line_interval),
+        t0_(std::chrono::steady_clock::now()),
+        last_line_(t0_) {}
+
+  bool tty() const { return tty_; }
+
+  // done: units finished overall (including those of earlier runs); fields: free text such
+  // as "loss 0.693  acc 51.2%  85 img/s".
+  void update(std::int64_t done, const std::string& fields, bool force_line = false) {
+    const double elapsed = seconds_since(t0_);
+    const std::int64_t here = done - start_done_;
+    const double eta =
+        here > 0 ? elapsed / static_cast<double>(here) * static_cast<double>(total_ - done)
+                 : std::numeric_limits<double>::quiet_NaN();
+    const std::string counts = str(done, "/", total_);
+    const std::string tail =
+        str(fields, "  elapsed ", format_duration(elapsed), "  ETA ", format_duration(eta));
+    if (tty_) {
+      constexpr int kWidth = 24;
+      const int filled =
+          static_cast<int>(kWidth * std::min<double>(1.0, double(done) / double(total_)));
+      std::string bar = "[" + std::string(static_cast<std::size_t>(filled), '#') +
+                        std::string(static_cast<std::size_t>(kWidth - filled), '.') + "]";
+      std::fprintf(stderr, "\r\033[K%s %s %s  %s", label_.c_str(), bar.c_str(), counts.c_str(),
+                   tail.c_str());
+      std::fflush(stderr);
+      drawn_ = true;
+    } else if (force_line || seconds_since(last_line_) >= line_interval_) {
+      std::fprintf(stderr, "%s step %s  %s\n", label_.c_str(), counts.c_str(), tail.c_str());
+      std::fflush(stderr);
+      last_line_ = std::chrono::steady_clock::now();
+    }
+  }
+
+  // Ends the in-place line so the next output starts on a fresh one.
+  void clear_line() {
+    if (tty_ && drawn_) {
+      std::fprintf(stderr, "\r\033[K");
+      std::fflush(stderr);
+      drawn_ = false;
+    }
+  }
+
+  void set_label(std::string label) { label_ = std::move(label); }
+
+ private:
+  std::string label_;
+  std::int64_t total_, start_done_;
+  bool tty_;
+  double line_interval_;
+  std::chrono::steady_clock::time_point t0_, last_line_;
+  bool drawn_ = false;
+};
+
+// ---------------------------------------------------------------------------------------
+// A log file that appends (a resumed run continues the same log) and echoes to stdout.
+
+class RunLog {
+ public:
+  RunLog() = default;
+  explicit RunLog(const std::filesystem::path& path) : out_(path, std::ios::app) {
+    check(static_cast<bool>(out_), path.string(), "log file", "a writable file", "cannot open");
+  }
+  void line(const std::string& text, bool echo = true) {
+    if (out_.is_open()) {
+      out_ << text << '\n';
+      out_.flush();
+    }
+    if (echo) {
+      std::fputs(text.c_str(), stdout);
+      std::fputc('\n', stdout);
+      std::fflush(stdout);
+    }
+  }
+
+ private:
+  std::ofstream out_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Files.
+
+inline void write_json_file(const std::filesystem::path& path, const Json& j) {
+  io::write_text_file(path, j.dump(2) + "\n");
+}
+
+// The "__metadata__" strings of a safetensors file, read from its header only (a
+// checkpoint's tensors can be hundreds of MB; the trainer needs its metadata before it
+// builds the model). Malformed files are errors naming the file.
+inline std::map<std::string, std::string> read_safetensors_metadata(
+    const std::filesystem::path& path) {
+  const std::string op = str("checkpoint ", path.string());
+  std::error_code ec;
+  check(std::filesystem::is_regular_file(path, ec), op, "file", "an existing file", "no such file");
+  const std::uint64_t file_bytes = std::filesystem::file_size(path, ec);
+  check(!ec && file_bytes >= 8, op, "file", "at least 8 bytes (a safetensors header length)",
+        str(file_bytes, " bytes"));
+  std::ifstream in(path, std::ios::binary);
+  check(static_cast<bool>(in), op, "file", "a readable file", "cannot open");
+  unsigned char len_bytes[8] = {};
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  std::uint64_t header_bytes = 0;
+  for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | len_bytes[i];
+  check(header_bytes <= file_bytes - 8 && header_bytes <= 100'000'000, op, "header length",
+        str("at most ", std::min<std::uint64_t>(file_bytes - 8, 100'000'000), " bytes"),
+        str(header_bytes, " (not a safetensors file, or a truncated one)"));
+  std::string text(header_bytes, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(header_bytes));
+  check(static_cast<bool>(in), op, "header", str(header_bytes, " bytes"), "a short read");
+  const io::json header = io::parse_json(text, op);
+  check(header.is_object(), op, "header", "a JSON object", io::json_type(header));
+  std::map<std::string, std::string> meta;
+  if (auto it = header.find("__metadata__"); it != header.end()) {
+    check(it->is_object(), op, "__metadata__", "an object of strings", io::json_type(*it));
+    for (auto m = it->begin(); m != it->end(); ++m) {
+      check(m.value().is_string(), op, "__metadata__." + m.key(), "a string",
+            io::json_type(m.value()));
+      meta[m.key()] = m.value().get<std::string>();
+    }
+  }
+  return meta;
+}
+
+inline const std::string& metadata_field(const std::map<std::string, std::string>& meta,
+                                         const std::string& key, const std::string& file) {
+  auto it = meta.find(key);
+  check(it != meta.end(), "checkpoint " + file, "metadata",
+        str("a '", key, "' entry (a checkpoint written by milmer-train)"), "none");
+  return it->second;
+}
+
+}  // namespace milmer::examples
