@@ -1,0 +1,725 @@
+// Milmer: the whole model of MODEL_SPEC.md (sections 1-6) with a hand-written backward pass
+// and its training step (loss, backward, AdamW, cosine schedule). docs/model.md walks through
+// the data flow with every tensor's shape.
+//
+//   frames (B, F, 3, H, W) -Swin per frame-> X (B, F, M, D)
+//   AMIL: e = mean_m X; s = w.tanh(V e + b) + b_w; a = softmax_F(s); top-K; gates
+//         Z (B, K*M, D) = gate_k * X[b, T_k]
+//   compression: visual (B, N, D) = MultiheadAttention(queries, Z, Z)
+//   EEG: tokens (B, C, D) = ReLU(Linear(LayerNorm_S(eeg)))
+//   fusion: x = [cls; visual + type0 + pos_v; eeg + type1 + pos_e]      (B, 1+N+C, D)
+//           post-LN TransformerEncoderLayer x L
+//   head: logits = Linear(Dropout(x[:, 0]))
+//
+// With amil_detach_scores (the default) the encoder runs twice in training: once over all F
+// frames without drop-path and without keeping activations (it only scores the frames), then
+// over the K selected frames of each sample, keeping activations, with drop-path; Z is built
+// from that second pass, and only it is back-propagated. Without drop-path (evaluation, or a
+// zero rate) both passes give identical tokens, so this is exactly the reference model; with
+// drop-path the scores come from the deterministic encoder, which is what a selection
+// decision with a detached gradient should see. Without amil_detach_scores every frame gets
+// a gradient, so all F frames are encoded once with activations kept.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "milmer/config.hpp"
+#include "milmer/context.hpp"
+#include "milmer/io/safetensors.hpp"
+#include "milmer/kernels/activation.hpp"
+#include "milmer/kernels/adamw.hpp"
+#include "milmer/kernels/amil.hpp"
+#include "milmer/kernels/dropout.hpp"
+#include "milmer/kernels/elementwise.hpp"
+#include "milmer/kernels/frames.hpp"
+#include "milmer/kernels/gemm.hpp"
+#include "milmer/kernels/layernorm.hpp"
+#include "milmer/kernels/mha_attention.hpp"
+#include "milmer/kernels/residual_layernorm.hpp"
+#include "milmer/kernels/softmax_ce.hpp"
+#include "milmer/kernels/tokens.hpp"
+#include "milmer/memory.hpp"
+#include "milmer/models/swin.hpp"
+#include "milmer/params.hpp"
+
+namespace milmer {
+
+// Learning rate at `step` (0-based) of `total`: optional linear warm-up to lr, then cosine
+// decay from lr to final_fraction * lr at the last step (MODEL_SPEC.md section 6).
+struct CosineSchedule {
+  double lr = 1e-4;
+  double final_fraction = 0.1;
+  std::int64_t total_steps = 1;
+  std::int64_t warmup_steps = 0;
+  double at(std::int64_t step) const {
+    if (warmup_steps > 0 && step < warmup_steps)
+      return lr * double(step + 1) / double(warmup_steps);
+    const double span = std::max<std::int64_t>(total_steps - warmup_steps - 1, 1);
+    const double t = std::clamp(double(step - warmup_steps) / span, 0.0, 1.0);
+    const double lo = lr * final_fraction;
+    return lo + (lr - lo) * 0.5 * (1.0 + std::cos(3.14159265358979323846 * t));
+  }
+};
+
+class Milmer {
+ public:
+  // batch: the largest batch a step or a prediction will see (buffers are sized for it once).
+  Milmer(Context& ctx, const MilmerConfig& cfg, int batch)
+      : cfg_(validated(cfg)),
+        batch_(batch),
+        swin_(ctx, cfg_.swin, batch * (cfg_.amil_detach_scores ? cfg_.top_k : cfg_.frames)) {
+    check(batch >= 1, "Milmer", "batch", ">= 1", str(batch));
+    declare_parameters();
+    params_.allocate(ctx);
+    plan_buffers(ctx);
+  }
+
+  const MilmerConfig& config() const { return cfg_; }
+  int batch_capacity() const { return batch_; }
+  SwinEncoder& swin() { return swin_; }
+  ParameterSet& params() { return params_; }  // everything but the encoder
+  std::int64_t parameter_count() const { return swin_param_count() + params_.count(); }
+  std::int64_t swin_param_count() const {
+    return const_cast<Milmer*>(this)->swin_.params().count();
+  }
+  std::size_t activation_bytes() const { return swin_.activation_bytes() + acts_.capacity(); }
+  std::size_t parameter_bytes() const {
+    return 4 * (const_cast<Milmer*>(this)->swin_.params().size() + params_.size());
+  }
+
+  // Device input buffers a caller fills before a step or a prediction (no allocation per
+  // step): frames (B, F, 3, H, W) normalised, eeg (B, C, S), labels (B).
+  float* frames_input() { return in_frames_; }
+  float* eeg_input() { return in_eeg_; }
+  int* labels_input() { return in_labels_; }
+  const float* logits() const { return logits_; }
+  const std::int32_t* selected_frames() const { return topk_; }
+
+  // Initialisation as the reference: encoder as transformers, Linear weights N(0, 0.02)
+  // (MultiheadAttention in-projections xavier-uniform in PyTorch; here N(0, 0.02) too: the
+  // reference's exact draws cannot be reproduced from C++, and checkpoints carry weights),
+  // queries, cls, type and position embeddings N(0, 0.02), LayerNorms (1, 0), biases 0.
+  void init(Context& ctx, std::uint64_t seed) {
+    swin_.init(ctx, seed);
+    std::vector<float> host(params_.size(), 0.0f);
+    std::uint64_t k = 0;
+    for (const auto& e : params_.entries()) {
+      const bool norm = e.name.find("norm") != std::string::npos;
+      const bool bias = e.name.ends_with("bias");
+      for (std::size_t i = 0; i < e.numel; ++i)
+        host[e.offset + i] =
+            norm ? (bias ? 0.0f : 1.0f) : (bias ? 0.0f : philox_normal(seed, 0x4d49, k + i, 0.02f));
+      k += e.numel;
+    }
+    params_.upload(ctx, host);
+  }
+
+  // Loads every parameter from a section 9 safetensors file (optimizer state, if present,
+  // is left to load_checkpoint). Nothing is written unless the whole file checks out.
+  void load_parameters(Context& ctx, const io::SafetensorsFile& file) {
+    std::vector<std::string> unknown;
+    for (const auto& [name, t] : file.tensors) {
+      if (name.starts_with("swin.") || params_.contains(name) || name.starts_with("optim."))
+        continue;
+      unknown.push_back(name);
+    }
+    check(unknown.empty(), "Milmer::load " + file.path, "tensors", "only section 9 parameter names",
+          str("unknown tensor ", unknown.empty() ? "" : unknown[0]));
+    swin_.load(ctx, file, "swin.");
+    params_.load(ctx, file, "", [](const std::string& n) {
+      return n.starts_with("swin.") || n.starts_with("optim.");
+    });
+  }
+
+  // ---- forward -------------------------------------------------------------------------
+  // logits (B, classes) from frames_input() / eeg_input(). training: dropout and drop-path
+  // on, activations kept for backward.
+  void forward(Context& ctx, int B, bool training, std::uint64_t seed) {
+    check(B >= 1 && B <= batch_, "Milmer::forward", "batch", str("1 to ", batch_), str(B));
+    B_ = B;
+    training_ = training;
+    seed_ = seed;
+    const int F = cfg_.frames, K = cfg_.top_k, M = cfg_.tokens_per_frame(), D = cfg_.width();
+    const int img = cfg_.swin.image_size, ch = cfg_.swin.num_channels;
+    const std::int64_t BF = std::int64_t{B} * F, BK = std::int64_t{B} * K;
+    const bool reencode = cfg_.amil_detach_scores && training;
+    // encoder over every frame
+    swin_.forward(ctx, view(x_all_, {BF, M, D}), cview(in_frames_, {BF, ch, img, img}),
+                  training && !cfg_.amil_detach_scores, swin_seed());
+    // AMIL
+    amil_forward<float>(ctx, view(z_, {B, std::int64_t{K} * M, D}), view(amil_a_, {B, F}),
+                        view(topk_, {B, K}), view(gates_, {B, K}), view(amil_s_, {B, F}),
+                        view(amil_h_, {B, F, cfg_.amil_hidden}), view(amil_e_, {B, F, D}),
+                        cview(x_all_, {B, F, M, D}), cmat("amil.V.weight", cfg_.amil_hidden, D),
+                        cvec("amil.V.bias", cfg_.amil_hidden),
+                        cmat("amil.w.weight", 1, cfg_.amil_hidden), cvec("amil.w.bias", 1), K);
+    if (reencode) {
+      const std::int64_t per_image = std::int64_t{ch} * img * img;
+      frame_gather<float>(ctx, view(sel_pixels_, {B, K, per_image}),
+                          cview(in_frames_, {B, F, per_image}), cview_i(topk_, {B, K}));
+      swin_.forward(ctx, view(x_sel_, {BK, M, D}), cview(sel_pixels_, {BK, ch, img, img}), true,
+                    swin_seed());
+      gate_scale_forward<float>(ctx, view(z_, {B, K, std::int64_t{M} * D}),
+                                cview(x_sel_, {B, K, std::int64_t{M} * D}), cview(gates_, {B, K}));
+    }
+    compression_forward(ctx, B);
+    eeg_forward(ctx, B);
+    token_assembly_forward<float>(
+        ctx, view(fusion_in_, {B, T(), D}), cview(visual_, {B, cfg_.queries, D}),
+        cview(eeg_tok_, {B, cfg_.eeg_channels, D}), cvec("fusion.cls", D),
+        cmat("fusion.type_embed.weight", 2, D), cmat("fusion.pos_visual", cfg_.queries, D),
+        cmat("fusion.pos_eeg", cfg_.eeg_channels, D));
+    for (int l = 0; l < cfg_.fusion_layers; ++l) fusion_forward(ctx, l, B);
+    head_forward(ctx, B);
+  }
+
+  // Loss (mean over the batch) and dlogits for labels_input(); returns nothing, the loss is
+  // at loss_device() (read it with read_loss).
+  void loss(Context& ctx, int B, std::span<const int> host_labels = {}) {
+    softmax_ce_forward<float>(ctx, view(loss_, {1}), view(losses_, {B}),
+                              view(dlogits_, {B, cfg_.classes}), cview(logits_, {B, cfg_.classes}),
+                              cview_i(in_labels_, {B}), 1.0f, host_labels);
+  }
+  float read_loss(Context& ctx) const {
+    float h = 0;
+    MILMER_CUDA_CHECK(cudaMemcpyAsync(&h, loss_, 4, cudaMemcpyDeviceToHost, ctx.stream()));
+    MILMER_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+    return h;
+  }
+
+  // ---- backward ------------------------------------------------------------------------
+  // From dlogits (written by loss()): every parameter gradient accumulates (+=).
+  void backward(Context& ctx) {
+    check(training_, "Milmer::backward", "forward", "a training forward first",
+          "an evaluation forward (no activations kept)");
+    const int B = B_;
+    head_backward(ctx, B);
+    for (int l = cfg_.fusion_layers - 1; l >= 0; --l) fusion_backward(ctx, l, B);
+    const int D = cfg_.width();
+    token_assembly_backward<float>(
+        ctx, view(d_visual_, {B, cfg_.queries, D}), view(d_eeg_tok_, {B, cfg_.eeg_channels, D}),
+        gvec("fusion.cls", D), gmat("fusion.type_embed.weight", 2, D),
+        gmat("fusion.pos_visual", cfg_.queries, D), gmat("fusion.pos_eeg", cfg_.eeg_channels, D),
+        view(ln_scratch_, {std::int64_t{cfg_.queries + cfg_.eeg_channels} * D}),
+        cview(d_x_, {B, T(), D}));
+    eeg_backward(ctx, B);
+    compression_backward(ctx, B);
+    amil_and_encoder_backward(ctx, B);
+  }
+
+  // One AdamW step over every parameter, then gradients zeroed for the next step.
+  void optimizer_step(Context& ctx, double lr) {
+    ++step_;
+    AdamWConfig c = adamw_;
+    c.lr = lr;
+    auto& sp = swin_.params();
+    adamw_update<float>(ctx, view(sp.values(), {std::int64_t(sp.size())}),
+                        view(swin_m_.data(), {std::int64_t(sp.size())}),
+                        view(swin_v_.data(), {std::int64_t(sp.size())}),
+                        cview(sp.grads(), {std::int64_t(sp.size())}), static_cast<int>(step_), c);
+    adamw_update<float>(ctx, view(params_.values(), {std::int64_t(params_.size())}),
+                        view(m_.data(), {std::int64_t(params_.size())}),
+                        view(v_.data(), {std::int64_t(params_.size())}),
+                        cview(params_.grads(), {std::int64_t(params_.size())}),
+                        static_cast<int>(step_), c);
+    zero_grads(ctx);
+  }
+  void zero_grads(Context& ctx) {
+    swin_.params().zero_grads(ctx);
+    params_.zero_grads(ctx);
+  }
+
+  // forward + loss + backward + AdamW on the batch in the input buffers; returns the loss.
+  // Randomness comes from (seed, step): a resumed run continues bit-identically.
+  float train_step(Context& ctx, int B, double lr, std::uint64_t seed,
+                   std::span<const int> host_labels = {}) {
+    forward(ctx, B, true, step_seed(seed, step_));
+    loss(ctx, B, host_labels);
+    backward(ctx);
+    const float l = read_loss(ctx);
+    optimizer_step(ctx, lr);
+    return l;
+  }
+
+  std::int64_t step() const { return step_; }
+  AdamWConfig& optimizer() { return adamw_; }
+
+  // ---- checkpoints ---------------------------------------------------------------------
+  // Parameters (section 9 names), AdamW moments (optim.m.<name>, optim.v.<name>) and the
+  // step, written atomically (temp file, fsync, rename).
+  void save_checkpoint(Context& ctx, const std::filesystem::path& path,
+                       std::map<std::string, std::string> metadata = {}) const {
+    auto& self = const_cast<Milmer&>(*this);
+    io::TensorMap t = self.swin_.params().to_tensors(ctx, false, "swin.");
+    io::TensorMap rest = self.params_.to_tensors(ctx);
+    t.insert(rest.begin(), rest.end());
+    add_moments(ctx, t, self.swin_.params(), swin_m_, "swin.", "optim.m.");
+    add_moments(ctx, t, self.swin_.params(), swin_v_, "swin.", "optim.v.");
+    add_moments(ctx, t, self.params_, m_, "", "optim.m.");
+    add_moments(ctx, t, self.params_, v_, "", "optim.v.");
+    metadata["step"] = std::to_string(step_);
+    metadata["config"] = cfg_.to_json().dump();
+    io::write_safetensors(path, t, metadata);
+  }
+
+  // Restores parameters, optimizer moments and the step; the config must match.
+  void load_checkpoint(Context& ctx, const std::filesystem::path& path) {
+    const auto file = io::read_safetensors(path);
+    const std::string op = "Milmer::load_checkpoint " + path.string();
+    auto it = file.metadata.find("config");
+    check(it != file.metadata.end(), op, "metadata", "a 'config' entry", "none");
+    const MilmerConfig saved = MilmerConfig::from_json(io::json::parse(it->second), op);
+    check(saved == cfg_, op, "config", cfg_.to_json().dump(), it->second);
+    auto st = file.metadata.find("step");
+    check(st != file.metadata.end(), op, "metadata", "a 'step' entry", "none");
+    // Moments first into host copies (validated before any device write).
+    auto swin_m = read_moments(file, swin_.params(), "swin.", "optim.m.");
+    auto swin_v = read_moments(file, swin_.params(), "swin.", "optim.v.");
+    auto m = read_moments(file, params_, "", "optim.m.");
+    auto v = read_moments(file, params_, "", "optim.v.");
+    load_parameters(ctx, file);
+    swin_m_.upload(swin_m.data(), swin_m.size(), ctx.stream());
+    swin_v_.upload(swin_v.data(), swin_v.size(), ctx.stream());
+    m_.upload(m.data(), m.size(), ctx.stream());
+    v_.upload(v.data(), v.size(), ctx.stream());
+    step_ = std::stoll(st->second);
+    zero_grads(ctx);
+  }
+
+  static std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) {
+    std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(step) + 1;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return x ^ (x >> 29);
+  }
+
+ private:
+  static MilmerConfig validated(const MilmerConfig& c) {
+    c.validate("Milmer");
+    return c;
+  }
+  int T() const { return cfg_.fusion_tokens(); }
+  std::uint64_t swin_seed() const { return seed_ ^ 0x5317A11CE5ull; }
+
+  static TensorView<const float> cview(const float* p, std::initializer_list<std::int64_t> d) {
+    return TensorView<const float>(p, d);
+  }
+  static TensorView<const std::int32_t> cview_i(const std::int32_t* p,
+                                                std::initializer_list<std::int64_t> d) {
+    return TensorView<const std::int32_t>(p, d);
+  }
+  TensorView<const float> cvec(const std::string& n, std::int64_t len) {
+    return cview(params_.value(n), {len});
+  }
+  TensorView<const float> cmat(const std::string& n, std::int64_t r, std::int64_t c) {
+    return cview(params_.value(n), {r, c});
+  }
+  TensorView<float> gvec(const std::string& n, std::int64_t len) {
+    return view(params_.grad(n), {len});
+  }
+  TensorView<float> gmat(const std::string& n, std::int64_t r, std::int64_t c) {
+    return view(params_.grad(n), {r, c});
+  }
+  std::string layer(int l, const char* rest) const { return str("fusion.layers.", l, ".", rest); }
+
+  void declare_parameters() {
+    for (const auto& spec : parameter_specs(cfg_))
+      if (!spec.name.starts_with("swin.")) params_.add(spec.name, spec.shape);
+  }
+
+  void plan_buffers(Context& ctx) {
+    const std::int64_t B = batch_, F = cfg_.frames, K = cfg_.top_k, M = cfg_.tokens_per_frame();
+    const std::int64_t D = cfg_.width(), L = cfg_.amil_hidden, N = cfg_.queries;
+    const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, Tn = T();
+    const std::int64_t ffn = cfg_.ffn_dim, cls = cfg_.classes;
+    const std::int64_t img =
+        std::int64_t{cfg_.swin.num_channels} * cfg_.swin.image_size * cfg_.swin.image_size;
+    const std::int64_t KM = K * M;
+    const bool detach = cfg_.amil_detach_scores;
+    std::size_t bytes = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1) acts_ = Arena(bytes);
+      auto take = [&](std::int64_t n, const char* what) -> float* {
+        if (pass == 0) {
+          bytes += Arena::round_up(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * 4);
+          return nullptr;
+        }
+        return acts_.take<float>(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)), what);
+      };
+      in_frames_ = take(B * F * img, "frames");
+      in_eeg_ = take(B * C * S, "eeg");
+      in_labels_ = reinterpret_cast<int*>(take(B, "labels"));
+      x_all_ = take(B * F * M * D, "x_all");
+      sel_pixels_ = detach ? take(B * K * img, "selected_pixels") : nullptr;
+      x_sel_ = detach ? take(B * K * M * D, "x_selected") : nullptr;
+      amil_e_ = take(B * F * D, "amil_e");
+      amil_h_ = take(B * F * L, "amil_h");
+      amil_s_ = take(B * F, "amil_s");
+      amil_a_ = take(B * F, "amil_a");
+      topk_ = reinterpret_cast<std::int32_t*>(take(B * K, "topk"));
+      gates_ = take(B * K, "gates");
+      z_ = take(B * KM * D, "z");
+      qproj_ = take(N * D, "ca_qproj");
+      ca_q_ = take(B * N * D, "ca_q");
+      ca_kv_ = take(B * KM * 2 * D, "ca_kv");
+      ca_attn_ = take(B * N * D, "ca_attn");
+      ca_lse_ = take(B * cfg_.ca_heads * N, "ca_lse");
+      visual_ = take(B * N * D, "visual");
+      eeg_ln_ = take(B * C * S, "eeg_ln");
+      eeg_mean_ = take(B * C, "eeg_mean");
+      eeg_rstd_ = take(B * C, "eeg_rstd");
+      eeg_tok_ = take(B * C * D, "eeg_tokens");
+      fusion_in_ = take(B * Tn * D, "fusion_in");
+      layers_.assign(cfg_.fusion_layers, {});
+      for (auto& a : layers_) {
+        a.qkv = take(B * Tn * 3 * D, "qkv");
+        a.attn = take(B * Tn * D, "attn");
+        a.lse = take(B * cfg_.fusion_heads * Tn, "lse");
+        a.x1 = take(B * Tn * D, "x1");
+        a.sum1 = take(B * Tn * D, "sum1");
+        a.mean1 = take(B * Tn, "mean1");
+        a.rstd1 = take(B * Tn, "rstd1");
+        a.h_relu = take(B * Tn * ffn, "h_relu");
+        a.h_drop = take(B * Tn * ffn, "h_drop");
+        a.x2 = take(B * Tn * D, "x2");
+        a.sum2 = take(B * Tn * D, "sum2");
+        a.mean2 = take(B * Tn, "mean2");
+        a.rstd2 = take(B * Tn, "rstd2");
+      }
+      cls_ = take(B * D, "cls");
+      cls_drop_ = take(B * D, "cls_drop");
+      logits_ = take(B * cls, "logits");
+      loss_ = take(1, "loss");
+      losses_ = take(B, "losses");
+      dlogits_ = take(B * cls, "dlogits");
+      // backward
+      d_cls_ = take(B * D, "d_cls");
+      d_x_ = take(B * Tn * D, "d_x");
+      d_x1_ = take(B * Tn * D, "d_x1");
+      d_branch_ = take(B * Tn * D, "d_branch");
+      d_h_ = take(B * Tn * std::max(ffn, 3 * D), "d_h");
+      d_attn_ = take(B * Tn * D, "d_attn");
+      d_visual_ = take(B * N * D, "d_visual");
+      d_eeg_tok_ = take(B * C * D, "d_eeg_tokens");
+      d_eeg_ln_ = take(B * C * S, "d_eeg_ln");
+      d_ca_attn_ = take(B * N * D, "d_ca_attn");
+      d_ca_q_ = take(B * N * D, "d_ca_q");
+      d_ca_kv_ = take(B * KM * 2 * D, "d_ca_kv");
+      d_qsum_ = take(N * D, "d_qsum");
+      d_queries_ = take(N * D, "d_queries");
+      d_z_ = take(B * KM * D, "d_z");
+      d_x_frames_ = take(B * (detach ? K : F) * M * D, "d_x_frames");
+      d_g_ = take(B * K, "d_gates");
+      d_s_ = take(B * F, "d_scores");
+      d_pre_ = take(B * F * L, "d_amil_pre");
+      d_e_ = detach ? nullptr : take(B * F * D, "d_e");
+      ones_ = take(B, "ones");
+      const std::int64_t ln_rows = std::max({B * C, B * Tn});
+      const std::int64_t ln_width = std::max({S, D});
+      ln_scratch_n_ =
+          std::max({layernorm_backward_scratch_elements(ln_rows, ln_width),
+                    residual_layernorm_backward_scratch_elements(B * Tn, D), (N + C) * D});
+      ln_scratch_ = take(ln_scratch_n_, "ln_scratch");
+    }
+    acts_.zero(ctx.stream());
+    std::vector<float> ones(static_cast<std::size_t>(B), 1.0f);
+    MILMER_CUDA_CHECK(
+        cudaMemcpyAsync(ones_, ones.data(), ones.size() * 4, cudaMemcpyHostToDevice, ctx.stream()));
+    ctx.synchronize();
+    swin_m_ = DeviceBuffer<float>(swin_.params().size());
+    swin_v_ = DeviceBuffer<float>(swin_.params().size());
+    m_ = DeviceBuffer<float>(params_.size());
+    v_ = DeviceBuffer<float>(params_.size());
+    swin_m_.zero(ctx.stream());
+    swin_v_.zero(ctx.stream());
+    m_.zero(ctx.stream());
+    v_.zero(ctx.stream());
+  }
+
+  float dropout_p(double p) const { return training_ ? static_cast<float>(p) : 0.0f; }
+
+  void compression_forward(Context& ctx, int B) {
+    const std::int64_t N = cfg_.queries, D = cfg_.width(),
+                       KM = std::int64_t{cfg_.top_k} * cfg_.tokens_per_frame();
+    const float* w = params_.value("ca.attn.in_proj_weight");
+    const float* b = params_.value("ca.attn.in_proj_bias");
+    // q = queries @ Wq^T + bq, the same for every sample: computed once, then copied.
+    linear_forward<float>(ctx, view(qproj_, {N, D}), cmat("ca.queries", N, D), cview(w, {D, D}),
+                          cview(b, {D}));
+    for (int s = 0; s < B; ++s)
+      MILMER_CUDA_CHECK(cudaMemcpyAsync(ca_q_ + s * N * D, qproj_, N * D * 4,
+                                        cudaMemcpyDeviceToDevice, ctx.stream()));
+    // k | v = Z @ [Wk; Wv]^T + [bk; bv]: one GEMM over the adjacent rows of in_proj_weight.
+    linear_forward<float>(ctx, view(ca_kv_, {B * KM, 2 * D}), cview(z_, {B * KM, D}),
+                          cview(w + D * D, {2 * D, D}), cview(b + D, {2 * D}));
+    mha_attention_forward<float>(
+        ctx, view(ca_attn_, {B, N, D}), view(ca_lse_, {B, cfg_.ca_heads, N}),
+        cview(ca_q_, {B, N, D}), kv_view(ca_kv_, B, KM, D, 0), kv_view(ca_kv_, B, KM, D, 1),
+        cfg_.ca_heads, dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
+    linear_forward<float>(ctx, view(visual_, {B * N, D}), cview(ca_attn_, {B * N, D}),
+                          cmat("ca.attn.out_proj.weight", D, D), cvec("ca.attn.out_proj.bias", D));
+  }
+
+  static TensorView<const float> kv_view(const float* kv, std::int64_t B, std::int64_t L,
+                                         std::int64_t D, int which) {
+    TensorView<const float> t(kv + which * D, {B, L, D});
+    t.strides = {L * 2 * D, 2 * D, 1};
+    return t;
+  }
+  static TensorView<float> kv_view_mut(float* kv, std::int64_t B, std::int64_t L, std::int64_t D,
+                                       int which) {
+    TensorView<float> t(kv + which * D, {B, L, D});
+    t.strides = {L * 2 * D, 2 * D, 1};
+    return t;
+  }
+
+  void compression_backward(Context& ctx, int B) {
+    const std::int64_t N = cfg_.queries, D = cfg_.width(),
+                       KM = std::int64_t{cfg_.top_k} * cfg_.tokens_per_frame();
+    const float* w = params_.value("ca.attn.in_proj_weight");
+    float* gw = params_.grad("ca.attn.in_proj_weight");
+    float* gb = params_.grad("ca.attn.in_proj_bias");
+    linear_backward<float>(ctx, view(d_ca_attn_, {B * N, D}), gmat("ca.attn.out_proj.weight", D, D),
+                           gvec("ca.attn.out_proj.bias", D), cview(d_visual_, {B * N, D}),
+                           cview(ca_attn_, {B * N, D}), cmat("ca.attn.out_proj.weight", D, D));
+    mha_attention_backward<float>(ctx, view(d_ca_q_, {B, N, D}), kv_view_mut(d_ca_kv_, B, KM, D, 0),
+                                  kv_view_mut(d_ca_kv_, B, KM, D, 1), cview(d_ca_attn_, {B, N, D}),
+                                  cview(ca_q_, {B, N, D}), kv_view(ca_kv_, B, KM, D, 0),
+                                  kv_view(ca_kv_, B, KM, D, 1), cview(ca_attn_, {B, N, D}),
+                                  cview(ca_lse_, {B, cfg_.ca_heads, N}), cfg_.ca_heads,
+                                  dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
+    // k | v projection: dZ written, weight rows D..3D and their biases accumulate.
+    linear_backward<float>(ctx, view(d_z_, {B * KM, D}), view(gw + D * D, {2 * D, D}),
+                           view(gb + D, {2 * D}), cview(d_ca_kv_, {B * KM, 2 * D}),
+                           cview(z_, {B * KM, D}), cview(w + D * D, {2 * D, D}));
+    // q projection: the batch's dq summed (ones^T dq, one GEMM), then the Linear's backward.
+    gemm<float>(ctx, view(d_qsum_, {1, N * D}), cview(ones_, {1, B}), MatOp::N,
+                cview(d_ca_q_, {B, N * D}), MatOp::N);
+    linear_backward<float>(ctx, view(d_queries_, {N, D}), view(gw, {D, D}), view(gb, {D}),
+                           cview(d_qsum_, {N, D}), cmat("ca.queries", N, D), cview(w, {D, D}));
+    add_inplace<float>(ctx, gmat("ca.queries", N, D), cview(d_queries_, {N, D}));
+  }
+
+  void eeg_forward(Context& ctx, int B) {
+    const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, D = cfg_.width();
+    layernorm_forward<float>(ctx, view(eeg_ln_, {B * C, S}), view(eeg_mean_, {B * C}),
+                             view(eeg_rstd_, {B * C}), cview(in_eeg_, {B * C, S}),
+                             cvec("eeg.norm.weight", S), cvec("eeg.norm.bias", S), kLayerNormEps);
+    linear_forward<float>(ctx, view(eeg_tok_, {B * C, D}), cview(eeg_ln_, {B * C, S}),
+                          cmat("eeg.proj.weight", D, S), cvec("eeg.proj.bias", D), Epilogue::relu);
+  }
+
+  void eeg_backward(Context& ctx, int B) {
+    const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, D = cfg_.width();
+    linear_backward<float>(
+        ctx, view(d_eeg_ln_, {B * C, S}), gmat("eeg.proj.weight", D, S), gvec("eeg.proj.bias", D),
+        cview(d_eeg_tok_, {B * C, D}), cview(eeg_ln_, {B * C, S}), cmat("eeg.proj.weight", D, S),
+        Epilogue::relu, cview(eeg_tok_, {B * C, D}), view(d_eeg_tok_, {B * C, D}));
+    // The EEG input needs no gradient; LayerNorm's input gradient goes to scratch.
+    layernorm_backward<float>(ctx, view(d_eeg_ln_, {B * C, S}), gvec("eeg.norm.weight", S),
+                              gvec("eeg.norm.bias", S), view(ln_scratch_, {ln_scratch_n_}),
+                              cview(d_eeg_ln_, {B * C, S}), cview(in_eeg_, {B * C, S}),
+                              cvec("eeg.norm.weight", S), cview(eeg_mean_, {B * C}),
+                              cview(eeg_rstd_, {B * C}), false);
+  }
+
+  struct LayerActs {
+    float *qkv, *attn, *lse, *x1, *sum1, *mean1, *rstd1, *h_relu, *h_drop, *x2, *sum2, *mean2,
+        *rstd2;
+  };
+  const float* layer_input(int l) const { return l == 0 ? fusion_in_ : layers_[l - 1].x2; }
+  const float* fusion_out() const { return layers_.back().x2; }
+
+  void fusion_forward(Context& ctx, int l, int B) {
+    LayerActs& a = layers_[l];
+    const std::int64_t Tn = T(), D = cfg_.width(), ffn = cfg_.ffn_dim, rows = B * Tn;
+    const float p = dropout_p(cfg_.dropout);
+    const std::uint64_t off = kOffsetFusion + 16 * static_cast<std::uint64_t>(l);
+    linear_forward<float>(ctx, view(a.qkv, {rows, 3 * D}), cview(layer_input(l), {rows, D}),
+                          cmat(layer(l, "self_attn.in_proj_weight"), 3 * D, D),
+                          cvec(layer(l, "self_attn.in_proj_bias"), 3 * D));
+    const auto qkv = mha_packed_qkv<const float>(a.qkv, B, Tn, D);
+    mha_attention_forward<float>(ctx, view(a.attn, {B, Tn, D}),
+                                 view(a.lse, {B, cfg_.fusion_heads, Tn}), qkv.q, qkv.k, qkv.v,
+                                 cfg_.fusion_heads, p, seed_, off);
+    linear_forward<float>(ctx, view(tmp_branch(), {rows, D}), cview(a.attn, {rows, D}),
+                          cmat(layer(l, "self_attn.out_proj.weight"), D, D));
+    residual_layernorm_forward<float>(
+        ctx, view(a.x1, {rows, D}), view(a.sum1, {rows, D}), view(a.mean1, {rows}),
+        view(a.rstd1, {rows}), cview(layer_input(l), {rows, D}), cview(tmp_branch(), {rows, D}),
+        cvec(layer(l, "self_attn.out_proj.bias"), D), cvec(layer(l, "norm1.weight"), D),
+        cvec(layer(l, "norm1.bias"), D), kLayerNormEps, p, seed_, off + 1);
+    linear_forward<float>(ctx, view(a.h_relu, {rows, ffn}), cview(a.x1, {rows, D}),
+                          cmat(layer(l, "linear1.weight"), ffn, D),
+                          cvec(layer(l, "linear1.bias"), ffn), Epilogue::relu);
+    dropout_forward<float>(ctx, view(a.h_drop, {rows * ffn}), cview(a.h_relu, {rows * ffn}), p,
+                           seed_, off + 2);
+    linear_forward<float>(ctx, view(tmp_branch(), {rows, D}), cview(a.h_drop, {rows, ffn}),
+                          cmat(layer(l, "linear2.weight"), D, ffn));
+    residual_layernorm_forward<float>(
+        ctx, view(a.x2, {rows, D}), view(a.sum2, {rows, D}), view(a.mean2, {rows}),
+        view(a.rstd2, {rows}), cview(a.x1, {rows, D}), cview(tmp_branch(), {rows, D}),
+        cvec(layer(l, "linear2.bias"), D), cvec(layer(l, "norm2.weight"), D),
+        cvec(layer(l, "norm2.bias"), D), kLayerNormEps, p, seed_, off + 3);
+  }
+  // The raw (bias-free) GEMM output of a sublayer, consumed at once by the fused kernel.
+  float* tmp_branch() { return d_branch_; }
+
+  // On entry d_x_ holds d(layer output); on exit d(layer input).
+  void fusion_backward(Context& ctx, int l, int B) {
+    LayerActs& a = layers_[l];
+    const std::int64_t Tn = T(), D = cfg_.width(), ffn = cfg_.ffn_dim, rows = B * Tn;
+    const float p = dropout_p(cfg_.dropout);
+    const std::uint64_t off = kOffsetFusion + 16 * static_cast<std::uint64_t>(l);
+    // x2 = LN2(x1 + Drop(h_drop @ W2^T + b2))
+    residual_layernorm_backward<float>(
+        ctx, view(d_x1_, {rows, D}), view(d_branch_, {rows, D}), gvec(layer(l, "norm2.weight"), D),
+        gvec(layer(l, "norm2.bias"), D), gvec(layer(l, "linear2.bias"), D),
+        view(ln_scratch_, {ln_scratch_n_}), cview(d_x_, {rows, D}), cview(a.sum2, {rows, D}),
+        cvec(layer(l, "norm2.weight"), D), cview(a.mean2, {rows}), cview(a.rstd2, {rows}), p, seed_,
+        off + 3);
+    linear_backward<float>(ctx, view(d_h_, {rows, ffn}), gmat(layer(l, "linear2.weight"), D, ffn),
+                           TensorView<float>{}, cview(d_branch_, {rows, D}),
+                           cview(a.h_drop, {rows, ffn}), cmat(layer(l, "linear2.weight"), D, ffn));
+    dropout_backward<float>(ctx, view(d_h_, {rows * ffn}), cview(d_h_, {rows * ffn}), p, seed_,
+                            off + 2);
+    linear_backward<float>(ctx, view(d_attn_, {rows, D}), gmat(layer(l, "linear1.weight"), ffn, D),
+                           gvec(layer(l, "linear1.bias"), ffn), cview(d_h_, {rows, ffn}),
+                           cview(a.x1, {rows, D}), cmat(layer(l, "linear1.weight"), ffn, D),
+                           Epilogue::relu, cview(a.h_relu, {rows, ffn}), view(d_h_, {rows, ffn}));
+    add_inplace<float>(ctx, view(d_x1_, {rows, D}), cview(d_attn_, {rows, D}));
+    // x1 = LN1(x + Drop(attn @ Wo^T + bo))
+    residual_layernorm_backward<float>(
+        ctx, view(d_x_, {rows, D}), view(d_branch_, {rows, D}), gvec(layer(l, "norm1.weight"), D),
+        gvec(layer(l, "norm1.bias"), D), gvec(layer(l, "self_attn.out_proj.bias"), D),
+        view(ln_scratch_, {ln_scratch_n_}), cview(d_x1_, {rows, D}), cview(a.sum1, {rows, D}),
+        cvec(layer(l, "norm1.weight"), D), cview(a.mean1, {rows}), cview(a.rstd1, {rows}), p, seed_,
+        off + 1);
+    linear_backward<float>(ctx, view(d_attn_, {rows, D}),
+                           gmat(layer(l, "self_attn.out_proj.weight"), D, D), TensorView<float>{},
+                           cview(d_branch_, {rows, D}), cview(a.attn, {rows, D}),
+                           cmat(layer(l, "self_attn.out_proj.weight"), D, D));
+    const auto qkv = mha_packed_qkv<const float>(a.qkv, B, Tn, D);
+    const auto dqkv = mha_packed_qkv<float>(d_h_, B, Tn, D);
+    mha_attention_backward<float>(ctx, dqkv.q, dqkv.k, dqkv.v, cview(d_attn_, {B, Tn, D}), qkv.q,
+                                  qkv.k, qkv.v, cview(a.attn, {B, Tn, D}),
+                                  cview(a.lse, {B, cfg_.fusion_heads, Tn}), cfg_.fusion_heads, p,
+                                  seed_, off);
+    linear_backward<float>(
+        ctx, view(d_attn_, {rows, D}), gmat(layer(l, "self_attn.in_proj_weight"), 3 * D, D),
+        gvec(layer(l, "self_attn.in_proj_bias"), 3 * D), cview(d_h_, {rows, 3 * D}),
+        cview(layer_input(l), {rows, D}), cmat(layer(l, "self_attn.in_proj_weight"), 3 * D, D));
+    add_inplace<float>(ctx, view(d_x_, {rows, D}), cview(d_attn_, {rows, D}));
+  }
+
+  void head_forward(Context& ctx, int B) {
+    const std::int64_t D = cfg_.width(), Tn = T();
+    cls_gather<float>(ctx, view(cls_, {B, D}), cview(fusion_out(), {B, Tn, D}));
+    dropout_forward<float>(ctx, view(cls_drop_, {B * D}), cview(cls_, {B * D}),
+                           dropout_p(cfg_.head_dropout), seed_, kOffsetHead);
+    linear_forward<float>(ctx, view(logits_, {B, cfg_.classes}), cview(cls_drop_, {B, D}),
+                          cmat("head.weight", cfg_.classes, D), cvec("head.bias", cfg_.classes));
+  }
+
+  void head_backward(Context& ctx, int B) {
+    const std::int64_t D = cfg_.width(), Tn = T();
+    linear_backward<float>(ctx, view(d_cls_, {B, D}), gmat("head.weight", cfg_.classes, D),
+                           gvec("head.bias", cfg_.classes), cview(dlogits_, {B, cfg_.classes}),
+                           cview(cls_drop_, {B, D}), cmat("head.weight", cfg_.classes, D));
+    dropout_backward<float>(ctx, view(d_cls_, {B * D}), cview(d_cls_, {B * D}),
+                            dropout_p(cfg_.head_dropout), seed_, kOffsetHead);
+    MILMER_CUDA_CHECK(
+        cudaMemsetAsync(d_x_, 0, static_cast<std::size_t>(B * Tn * D) * 4, ctx.stream()));
+    cls_scatter_add<float>(ctx, view(d_x_, {B, Tn, D}), cview(d_cls_, {B, D}));
+  }
+
+  void amil_and_encoder_backward(Context& ctx, int B) {
+    const int F = cfg_.frames, K = cfg_.top_k, M = cfg_.tokens_per_frame(), D = cfg_.width();
+    const std::int64_t L = cfg_.amil_hidden, MD = std::int64_t{M} * D;
+    if (cfg_.amil_detach_scores) {
+      // dX of the selected frames and the gates' gradient, then gates -> a -> s.
+      gate_scale_backward<float>(ctx, view(d_x_frames_, {B, K, MD}), view(d_g_, {B, K}),
+                                 cview(d_z_, {B, K, MD}), cview(x_sel_, {B, K, MD}),
+                                 cview(gates_, {B, K}));
+      topk_scatter(ctx, view(d_s_, {B, F}), cview(d_g_, {B, K}), cview_i(topk_, {B, K}));
+      amil_gate_backward(ctx, view(d_s_, {B, F}), cview_i(topk_, {B, K}), cview(gates_, {B, K}));
+      amil_scores_backward(ctx, TensorView<float>{}, gmat("amil.V.weight", L, D),
+                           gvec("amil.V.bias", L), gmat("amil.w.weight", 1, L),
+                           view(d_pre_, {B, F, L}), cview(d_s_, {B, F}), cview(amil_h_, {B, F, L}),
+                           cview(amil_e_, {B, F, D}), cmat("amil.V.weight", L, D),
+                           cmat("amil.w.weight", 1, L));
+      swin_.backward(ctx, cview(d_x_frames_, {std::int64_t{B} * K, M, D}));
+    } else {
+      amil_backward<float>(ctx, view(d_x_frames_, {B, F, M, D}), gmat("amil.V.weight", L, D),
+                           gvec("amil.V.bias", L), gmat("amil.w.weight", 1, L), view(d_s_, {B, F}),
+                           view(d_pre_, {B, F, L}), view(d_e_, {B, F, D}),
+                           cview(d_z_, {B, std::int64_t{K} * M, D}), cview(x_all_, {B, F, M, D}),
+                           cview(amil_e_, {B, F, D}), cview(amil_h_, {B, F, L}),
+                           cview_i(topk_, {B, K}), cview(gates_, {B, K}),
+                           cmat("amil.V.weight", L, D), cmat("amil.w.weight", 1, L), false);
+      swin_.backward(ctx, cview(d_x_frames_, {std::int64_t{B} * F, M, D}));
+    }
+  }
+
+  static void add_moments(Context& ctx, io::TensorMap& out, ParameterSet& set,
+                          const DeviceBuffer<float>& moment, const std::string& prefix,
+                          const std::string& kind) {
+    std::vector<float> all(set.size());
+    moment.download(all.data(), all.size(), ctx.stream());
+    for (const auto& e : set.entries())
+      out[kind + prefix + e.name] =
+          io::Tensor::from(io::Shape(e.shape.begin(), e.shape.end()),
+                           std::span<const float>(all.data() + e.offset, e.numel));
+  }
+  static std::vector<float> read_moments(const io::SafetensorsFile& file, ParameterSet& set,
+                                         const std::string& prefix, const std::string& kind) {
+    std::vector<float> all(set.size(), 0.0f);
+    for (const auto& e : set.entries()) {
+      const auto v =
+          file.values<float>(kind + prefix + e.name, io::Shape(e.shape.begin(), e.shape.end()));
+      std::copy(v.begin(), v.end(), all.begin() + static_cast<std::ptrdiff_t>(e.offset));
+    }
+    return all;
+  }
+
+  static constexpr float kLayerNormEps = 1e-5f;  // torch's LayerNorm default (EEG, fusion)
+  static constexpr std::uint64_t kOffsetCompression = 1000, kOffsetFusion = 2000,
+                                 kOffsetHead = 3000;
+
+  MilmerConfig cfg_;
+  int batch_;
+  SwinEncoder swin_;
+  ParameterSet params_;
+  AdamWConfig adamw_{};
+  DeviceBuffer<float> swin_m_, swin_v_, m_, v_;
+  std::int64_t step_ = 0;
+  Arena acts_;
+  int B_ = 0;
+  bool training_ = false;
+  std::uint64_t seed_ = 0;
+  std::vector<LayerActs> layers_;
+  float *in_frames_ = nullptr, *in_eeg_ = nullptr;
+  int* in_labels_ = nullptr;
+  float *x_all_ = nullptr, *sel_pixels_ = nullptr, *x_sel_ = nullptr;
+  float *amil_e_ = nullptr, *amil_h_ = nullptr, *amil_s_ = nullptr, *amil_a_ = nullptr;
+  std::int32_t* topk_ = nullptr;
+  float *gates_ = nullptr, *z_ = nullptr, *qproj_ = nullptr, *ca_q_ = nullptr, *ca_kv_ = nullptr;
+  float *ca_attn_ = nullptr, *ca_lse_ = nullptr, *visual_ = nullptr;
+  float *eeg_ln_ = nullptr, *eeg_mean_ = nullptr, *eeg_rstd_ = nullptr, *eeg_tok_ = nullptr;
+  float *fusion_in_ = nullptr, *cls_ = nullptr, *cls_drop_ = nullptr, *logits_ = nullptr;
+  float *loss_ = nullptr, *losses_ = nullptr, *dlogits_ = nullptr;
+  float *d_cls_ = nullptr, *d_x_ = nullptr, *d_x1_ = nullptr, *d_branch_ = nullptr, *d_h_ = nullptr;
+  float *d_attn_ = nullptr, *d_visual_ = nullptr, *d_eeg_tok_ = nullptr, *d_eeg_ln_ = nullptr;
+  float *d_ca_attn_ = nullptr, *d_ca_q_ = nullptr, *d_ca_kv_ = nullptr, *d_qsum_ = nullptr;
+  float *d_queries_ = nullptr, *d_z_ = nullptr, *d_x_frames_ = nullptr, *d_g_ = nullptr;
+  float *d_s_ = nullptr, *d_pre_ = nullptr, *d_e_ = nullptr, *ones_ = nullptr;
+  float* ln_scratch_ = nullptr;
+  std::int64_t ln_scratch_n_ = 1;
+};
+
+}  // namespace milmer
