@@ -25,6 +25,7 @@ build: deps
 
 test-host: build
 	ctest --preset host -j $(JOBS) $(CTEST_ARGS)
+	@./build/host/tests/milmer_tests --count --no-version | sed 's/.*: /doctest test cases in the unit test: /'
 
 test-asan: deps
 	cmake --preset host-asan >/dev/null
@@ -65,8 +66,7 @@ golden:
 
 swin-t-check: build
 	@bash tools/install_deps.sh torch
-	$(PY) tools/make_golden.py --full-swin-t build/swin-t-golden
-	MILMER_SWIN_T_GOLDEN=build/swin-t-golden ./build/host/tests/milmer_tests -tc="*Swin-T*"
+	bash tools/swin_t_check.sh build/host/tests/milmer_tests
 
 clean:
 	rm -rf build

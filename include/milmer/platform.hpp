@@ -37,6 +37,15 @@
 
 #define MILMER_HD __host__ __device__
 
+// A kernel that is not a template, defined in a header: one definition per program on the host
+// target (inline, external linkage, so the emulator can name it), one per translation unit on
+// the cuda target (static; nvcc ignores inline on __global__ functions).
+#if MILMER_TARGET_CUDA
+#define MILMER_KERNEL static __global__
+#else
+#define MILMER_KERNEL inline __global__
+#endif
+
 namespace milmer {
 
 inline constexpr const char* target_name() { return MILMER_TARGET_CUDA ? "cuda" : "host"; }

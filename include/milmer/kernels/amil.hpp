@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kAmilThreads)
 }
 
 // h holds pre = e V^T + b_V on entry and tanh(pre) on exit.
-__global__ void __launch_bounds__(128)
+MILMER_KERNEL void __launch_bounds__(128)
     amil_score_kernel(float* s, float* h, const float* w, const float* bw, int rows, int hidden) {
   const int row = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= rows) return;  // warp-uniform
@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(kAmilThreads)
 }
 
 // ds holds dg by frame on entry (0 for unselected frames) and ds on exit. One warp per sample.
-__global__ void __launch_bounds__(32)
+MILMER_KERNEL void __launch_bounds__(32)
     amil_gate_backward_kernel(float* ds, const int* topk, const float* gates, int frames, int k) {
   __shared__ float dg_s[kAmilMaxFrames];  // dg by slot k
   const int b = blockIdx.x, lane = threadIdx.x;
@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(32)
   for (int j = lane; j < k; j += 32) dsb[tb[j]] = gb[j] * (dg_s[j] - c);
 }
 
-__global__ void __launch_bounds__(128)
+MILMER_KERNEL void __launch_bounds__(128)
     amil_scores_backward_kernel(float* dpre, float* dw, const float* ds, const float* h,
                                 const float* w, int rows, int hidden) {
   const int l = blockIdx.x * blockDim.x + threadIdx.x;
