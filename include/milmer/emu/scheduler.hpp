@@ -30,6 +30,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 #include <source_location>
@@ -63,6 +64,11 @@ struct Counters {
   std::uint64_t threads = 0;        // CUDA threads run
   std::uint64_t barrier_waits = 0;  // arrivals at __syncthreads, summed over threads
   std::uint64_t warp_ops = 0;       // arrivals at warp operations, summed over lanes
+  // The same, per kernel (demangled name, template arguments included).
+  struct PerKernel {
+    std::uint64_t launches = 0, blocks = 0, threads = 0;
+  };
+  std::map<std::string, PerKernel> kernels;
 };
 
 // What the last launch on any thread did, for a caller that wants per-launch numbers.
@@ -700,6 +706,10 @@ inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::siz
     g.counters.threads += nblocks * block.x * block.y * block.z;
     g.counters.barrier_waits += barrier_total;
     g.counters.warp_ops += warp_total;
+    auto& k = g.counters.kernels[name];
+    k.launches += 1;
+    k.blocks += nblocks;
+    k.threads += nblocks * block.x * block.y * block.z;
     g.last = LaunchRecord{name, grid, block, shared_bytes, barrier_total, warp_total};
   }
   if (first_error) std::rethrow_exception(first_error);
