@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc)
 PY ?= python3
 CTEST_ARGS ?=
 
-.PHONY: all deps build test test-host test-asan test-cuda report demo bench format golden \
+.PHONY: all deps build test test-host test-asan test-cuda test-python report demo bench format golden \
         swin-t-check clean
 
 all: build
@@ -44,7 +44,12 @@ test-cuda: deps
 report: test-cuda
 	$(PY) tools/resource_report.py build/cuda build/cuda/build.log --markdown docs/resource-report.md
 
-test: test-host test-asan test-cuda
+# The DEAP tools' Python tests (synthetic DEAP, preparation, shard writer vs C++ reader).
+test-python:
+	@bash tools/install_deps.sh demo
+	build/venv-data/bin/python -m pytest -q tests/python
+
+test: test-host test-asan test-cuda test-python
 	$(PY) tools/resource_report.py build/cuda build/cuda/build.log
 	@echo "make test: host tests, host-asan tests and the cuda build with zero spills all passed"
 

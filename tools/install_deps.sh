@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the build needs on a Debian machine, and only what is missing.
 #   tools/install_deps.sh build    C++ build and tests (Debian packages, cuobjdump from PyPI)
-#   tools/install_deps.sh demo     + the Python packages of the DEAP tools
+#   tools/install_deps.sh demo     + the Python packages of the DEAP tools, in their own
+#                                  virtual environment ($MILMER_DATA_VENV, default
+#                                  build/venv-data: mediapipe 0.10.21 needs numpy < 2)
 #   tools/install_deps.sh torch    + torch and transformers (PyTorch checks and baselines)
 set -euo pipefail
 what=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 
-apt_packages=(cmake g++ make pkg-config python3 python3-pip libboost-context-dev libopenblas-dev
+apt_packages=(cmake g++ make pkg-config python3 python3-pip python3-venv libboost-context-dev libopenblas-dev
   doctest-dev nlohmann-json3-dev libcli11-dev libbenchmark-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -42,7 +44,18 @@ fi
 case "$what" in
   build) ;;
   demo)
-    pip_install -r "$here/requirements-data.txt"
+    venv=${MILMER_DATA_VENV:-$here/../build/venv-data}
+    if [ ! -x "$venv/bin/python" ]; then
+      echo "install_deps: creating the data tools' virtual environment in $venv"
+      $py -m venv "$venv"
+    fi
+    stamp="$venv/.requirements-data.sha"
+    want=$(sha256sum "$here/requirements-data.txt" | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+      echo "install_deps: installing tools/requirements-data.txt into $venv"
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements-data.txt" matplotlib
+      echo "$want" > "$stamp"
+    fi
     ;;
   torch)
     pip_install -r "$here/requirements-torch.txt"
