@@ -31,13 +31,23 @@ class Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  cudaStream_t stream() const { return stream_; }
-  cublasHandle_t blas() const { return blas_; }
-  void synchronize() const { MILMER_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  cudaStream_t stream() const {
+    return stream_;
+  }
+  cublasHandle_t blas() const {
+    return blas_;
+  }
+  void synchronize() const {
+    MILMER_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
 #if MILMER_TARGET_CUDA
   static constexpr std::size_t kWorkspaceBytes = 32u << 20;
-  cublasLtHandle_t lt() const { return lt_; }
-  void* workspace() const { return workspace_; }
+  cublasLtHandle_t lt() const {
+    return lt_;
+  }
+  void* workspace() const {
+    return workspace_;
+  }
 #endif
 
  private:

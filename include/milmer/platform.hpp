@@ -48,20 +48,29 @@
 
 namespace milmer {
 
-inline constexpr const char* target_name() { return MILMER_TARGET_CUDA ? "cuda" : "host"; }
+inline constexpr const char* target_name() {
+  return MILMER_TARGET_CUDA ? "cuda" : "host";
+}
 
 inline void cuda_check(cudaError_t e, const char* expr) {
   if (e != cudaSuccess) throw Error("cuda", expr, "cudaSuccess", cudaGetErrorString(e));
 }
 inline const char* cublas_status_name(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    default: return "CUBLAS_STATUS_UNKNOWN";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+      return "CUBLAS_STATUS_UNKNOWN";
   }
 }
 inline void cublas_check(cublasStatus_t s, const char* expr) {
@@ -76,10 +85,9 @@ inline void cublas_check(cublasStatus_t s, const char* expr) {
 inline void check_launch_shape(const char* op, dim3 grid, dim3 block, std::size_t shared_bytes) {
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
   check(threads >= 1 && threads <= 1024 && block.z <= 64, op, "block",
-        "1 to 1024 threads (z <= 64)",
-        str("(", block.x, ",", block.y, ",", block.z, ")"));
-  check(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.y <= 65535 && grid.z <= 65535, op,
-        "grid", "x >= 1, 1 <= y,z <= 65535", str("(", grid.x, ",", grid.y, ",", grid.z, ")"));
+        "1 to 1024 threads (z <= 64)", str("(", block.x, ",", block.y, ",", block.z, ")"));
+  check(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.y <= 65535 && grid.z <= 65535, op, "grid",
+        "x >= 1, 1 <= y,z <= 65535", str("(", grid.x, ",", grid.y, ",", grid.z, ")"));
   check(shared_bytes <= 227 * 1024, op, "shared_bytes", "at most 232448 (sm_90 opt-in limit)",
         std::to_string(shared_bytes));
 }

@@ -38,10 +38,10 @@ struct Philox {
 // so every value is exactly representable.
 MILMER_HD inline float philox_uniform(std::uint64_t seed, std::uint64_t offset,
                                       std::uint64_t index) {
-  const Philox r = Philox::round10(
-      static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
-      static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32),
-      static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(offset >> 32));
+  const Philox r =
+      Philox::round10(static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
+                      static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32),
+                      static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(offset >> 32));
   return static_cast<float>(r.c0 >> 8) * (1.0f / 16777216.0f);
 }
 

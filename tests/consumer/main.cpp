@@ -3,7 +3,9 @@
 
 #include <cstdio>
 
-__global__ void fill(float* out, float value) { out[threadIdx.x] = value; }
+__global__ void fill(float* out, float value) {
+  out[threadIdx.x] = value;
+}
 
 int main() {
   float* d = nullptr;

@@ -61,8 +61,8 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
 }
 template <class T>
 T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize) {
-  return ::milmer::emu::detail::shfl(::milmer::emu::detail::WarpKind::shfl_idx, mask, var,
-                                     src_lane, width);
+  return ::milmer::emu::detail::shfl(::milmer::emu::detail::WarpKind::shfl_idx, mask, var, src_lane,
+                                     width);
 }
 template <class T>
 T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
@@ -80,16 +80,16 @@ T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize) {
                                      lane_mask, width);
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate) {
-  return static_cast<unsigned>(::milmer::emu::warp_op(::milmer::emu::detail::WarpKind::ballot,
-                                                      mask, predicate != 0, 0, 32));
+  return static_cast<unsigned>(
+      ::milmer::emu::warp_op(::milmer::emu::detail::WarpKind::ballot, mask, predicate != 0, 0, 32));
 }
 inline int __any_sync(unsigned mask, int predicate) {
-  return static_cast<int>(::milmer::emu::warp_op(::milmer::emu::detail::WarpKind::any, mask,
-                                                 predicate != 0, 0, 32));
+  return static_cast<int>(
+      ::milmer::emu::warp_op(::milmer::emu::detail::WarpKind::any, mask, predicate != 0, 0, 32));
 }
 inline int __all_sync(unsigned mask, int predicate) {
-  return static_cast<int>(::milmer::emu::warp_op(::milmer::emu::detail::WarpKind::all, mask,
-                                                 predicate != 0, 0, 32));
+  return static_cast<int>(
+      ::milmer::emu::warp_op(::milmer::emu::detail::WarpKind::all, mask, predicate != 0, 0, 32));
 }
 
 // Atomics: real atomics through std::atomic_ref, so blocks on different OS threads and
@@ -127,26 +127,60 @@ T atomicMin(T* address, T val) {
   }
   return old;
 }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+inline void __threadfence_block() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
 
 // Math intrinsics with their CUDA names. The fast forms are computed exactly here; the
 // library's kernels use them only where CUDA's documented error bounds are acceptable.
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __tanhf(float x) { return std::tanh(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __frcp_rn(float x) { return 1.0f / x; }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline float __int_as_float(int x) { return std::bit_cast<float>(x); }
-inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
-inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
-inline float __uint_as_float(unsigned x) { return std::bit_cast<float>(x); }
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline float rsqrtf(float x) {
+  return 1.0f / std::sqrt(x);
+}
+inline double rsqrt(double x) {
+  return 1.0 / std::sqrt(x);
+}
+inline float __expf(float x) {
+  return std::exp(x);
+}
+inline float __logf(float x) {
+  return std::log(x);
+}
+inline float __tanhf(float x) {
+  return std::tanh(x);
+}
+inline float __fdividef(float a, float b) {
+  return a / b;
+}
+inline float __frcp_rn(float x) {
+  return 1.0f / x;
+}
+inline float __saturatef(float x) {
+  return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
+}
+inline float __int_as_float(int x) {
+  return std::bit_cast<float>(x);
+}
+inline int __float_as_int(float x) {
+  return std::bit_cast<int>(x);
+}
+inline unsigned __float_as_uint(float x) {
+  return std::bit_cast<unsigned>(x);
+}
+inline float __uint_as_float(unsigned x) {
+  return std::bit_cast<float>(x);
+}
+inline int __popc(unsigned x) {
+  return __builtin_popcount(x);
+}
+inline int __ffs(int x) {
+  return __builtin_ffs(x);
+}
+inline int __clz(int x) {
+  return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x));
+}
 template <class T>
 T __ldg(const T* p) {
   return *p;

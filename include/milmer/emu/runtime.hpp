@@ -78,7 +78,8 @@ inline cudaError_t cudaMalloc(void** ptr, size_t size) {
   if (size == 0) return cudaSuccess;
   // Exactly `size` bytes (not rounded up), so AddressSanitizer sees an overflow by one.
   void* p = nullptr;
-  if (posix_memalign(&p, 256, size) != 0) return milmer::emu::detail::fail(cudaErrorMemoryAllocation);
+  if (posix_memalign(&p, 256, size) != 0)
+    return milmer::emu::detail::fail(cudaErrorMemoryAllocation);
   auto& h = Heap::get();
   std::lock_guard lk(h.mu);
   h.blocks[p] = size;
@@ -105,7 +106,9 @@ inline cudaError_t cudaFree(void* ptr) {
 inline cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t) {
   return cudaMalloc(ptr, size);
 }
-inline cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
+inline cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) {
+  return cudaFree(ptr);
+}
 
 inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
   if (count == 0) return cudaSuccess;
@@ -141,11 +144,15 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete s;
   return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  return cudaSuccess;
+}
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) {
   return cudaSuccess;
 }
-inline cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize(void) {
+  return cudaSuccess;
+}
 
 inline cudaError_t cudaEventCreate(cudaEvent_t* e) {
   if (e == nullptr) return milmer::emu::detail::fail(cudaErrorInvalidValue);
@@ -179,7 +186,9 @@ inline cudaError_t cudaGetLastError(void) {
   milmer::emu::detail::last_error = cudaSuccess;
   return e;
 }
-inline cudaError_t cudaPeekAtLastError(void) { return milmer::emu::detail::last_error; }
+inline cudaError_t cudaPeekAtLastError(void) {
+  return milmer::emu::detail::last_error;
+}
 inline cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) return milmer::emu::detail::fail(cudaErrorInvalidValue);
   *count = 0;  // the host target never has a device; code asking wants to know that
@@ -187,20 +196,30 @@ inline cudaError_t cudaGetDeviceCount(int* count) {
 }
 inline const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    default: return "unknown error";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    default:
+      return "unknown error";
   }
 }
 inline const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    default: return "cudaErrorUnknown";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    default:
+      return "cudaErrorUnknown";
   }
 }
 
@@ -251,8 +270,8 @@ inline cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOpe
   const auto ta = transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
   const auto tb = transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
   for (int b = 0; b < batchCount; ++b)
-    cblas_sgemm(CblasColMajor, ta, tb, m, n, k, *alpha, A + b * strideA, lda, B + b * strideB,
-                ldb, *beta, C + b * strideC, ldc);
+    cblas_sgemm(CblasColMajor, ta, tb, m, n, k, *alpha, A + b * strideA, lda, B + b * strideB, ldb,
+                *beta, C + b * strideC, ldc);
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -78,7 +78,7 @@ __global__ void gate_scale_backward_kernel(T* dx, float* dg, const T* dz, const 
 
 // out[b, f] = v[b, k] where topk[b, k] == f, else 0 (each f is selected at most once).
 MILMER_KERNEL void topk_scatter_kernel(float* out, const float* v, const std::int32_t* topk,
-                                    int frames, int k, std::int64_t total) {
+                                       int frames, int k, std::int64_t total) {
   for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < total;
        e += std::int64_t{gridDim.x} * blockDim.x) {
     const std::int64_t b = e / frames;
