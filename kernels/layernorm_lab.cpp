@@ -4,16 +4,13 @@
 // the minimum bytes each pass must move (docs/kernels/layernorm.md).
 //
 //   layernorm_lab --rows 4096 --width 768 [--iters 100] [--eps 1e-5]
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <random>
-#include <string>
 #include <vector>
 
+#include "lab.hpp"
 #include "milmer/context.hpp"
 #include "milmer/kernels/layernorm.hpp"
 #include "milmer/memory.hpp"
@@ -27,44 +24,10 @@ struct Options {
   float eps = 1e-5f;
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "layernorm_lab: %s\nusage: layernorm_lab --rows R --width W [--iters N] "
-               "[--eps E]\n",
-               why);
-  std::exit(2);
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage(("missing value after " + flag).c_str());
-    const char* value = argv[++i];
-    char* end = nullptr;
-    if (flag == "--rows") {
-      o.rows = std::strtoll(value, &end, 10);
-    } else if (flag == "--width") {
-      o.width = std::strtoll(value, &end, 10);
-    } else if (flag == "--iters") {
-      o.iters = static_cast<int>(std::strtol(value, &end, 10));
-    } else if (flag == "--eps") {
-      o.eps = std::strtof(value, &end);
-    } else {
-      usage(("unknown flag " + flag).c_str());
-    }
-    if (end == value || *end != '\0') usage(("bad value for " + flag).c_str());
-  }
-  if (o.rows < 1 || o.width < 1 || o.iters < 1) usage("rows, width and iters must be >= 1");
-  return o;
-}
-
+// Each input from its own seed, so the data do not depend on the shapes of the others.
 std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo, float hi) {
   std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
+  return milmer::lab::random_vector(n, rng, lo, hi);
 }
 
 // Forward and backward of one row set in S (double: the reference; float: the plain fp32
@@ -106,27 +69,16 @@ void reference(const Options& o, const std::vector<float>& x, const std::vector<
   }
 }
 
-// The tests' rule: max error vs fp64 <= 4 x the plain fp32 error + 1e-6 x max |ref|.
-bool check(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
-           const std::vector<float>& plain) {
-  double err = 0, plain_err = 0, scale = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::abs(double(got[i]) - ref[i]);
-    err = std::isnan(e) ? INFINITY : std::max(err, e);
-    plain_err = std::max(plain_err, std::abs(double(plain[i]) - ref[i]));
-    scale = std::max(scale, std::abs(ref[i]));
-  }
-  const double bound = 4 * plain_err + 1e-6 * std::max(scale, 1e-3);
-  const bool ok = err <= bound;
-  std::printf("  %-8s max error %.3e (plain fp32 %.3e, bound %.3e)  %s\n", what, err, plain_err,
-              bound, ok ? "ok" : "FAIL");
-  return ok;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o;
+  milmer::lab::CommandLine command_line("layernorm_lab");
+  command_line.option("rows", o.rows, "rows R", 1)
+      .option("width", o.width, "width W of a row", 1)
+      .option("iters", o.iters, "timed calls of each pass", 1)
+      .option("eps", o.eps, "added to the variance");
+  command_line.parse(argc, argv);
   const std::int64_t R = o.rows, W = o.width;
   const auto n = static_cast<std::size_t>(R * W);
   using T = float;
@@ -180,33 +132,16 @@ int main(int argc, char** argv) {
   std::vector<float> plain_fwd, plain_bwd;
   reference<double>(o, hx, hw, hb, hdy, ref_fwd, ref_bwd);
   reference<float>(o, hx, hw, hb, hdy, plain_fwd, plain_bwd);
-  bool ok = check("forward", got_fwd, ref_fwd, plain_fwd);
-  ok = check("backward", got_bwd, ref_bwd, plain_bwd) && ok;
+  milmer::lab::Checks checks;
+  checks.compare("forward", got_fwd, ref_fwd, plain_fwd);
+  checks.compare("backward", got_bwd, ref_bwd, plain_bwd);
 
   // Timing. Minimum bytes (s = sizeof(T)): forward 2RWs + 2Ws + 8R; backward (dinp written)
   // 3RWs + 5Ws + 8R.
   const double s = sizeof(T);
   const double fwd_bytes = 2.0 * R * W * s + 2.0 * W * s + 8.0 * R;
   const double bwd_bytes = 3.0 * R * W * s + 5.0 * W * s + 8.0 * R;
-  cudaEvent_t start, stop;
-  MILMER_CUDA_CHECK(cudaEventCreate(&start));
-  MILMER_CUDA_CHECK(cudaEventCreate(&stop));
-  auto time_ms = [&](auto&& fn) {
-    fn();  // warm-up
-    MILMER_CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
-    for (int i = 0; i < o.iters; ++i) fn();
-    MILMER_CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
-    MILMER_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    MILMER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    return double(ms) / o.iters;
-  };
-  const double fwd_ms = time_ms(forward), bwd_ms = time_ms(backward);
-  std::printf("  forward   %10.4f ms/call  %8.2f GB/s  (minimum %.0f bytes)\n", fwd_ms,
-              fwd_bytes / fwd_ms * 1e-6, fwd_bytes);
-  std::printf("  backward  %10.4f ms/call  %8.2f GB/s  (minimum %.0f bytes)\n", bwd_ms,
-              bwd_bytes / bwd_ms * 1e-6, bwd_bytes);
-  MILMER_CUDA_CHECK(cudaEventDestroy(start));
-  MILMER_CUDA_CHECK(cudaEventDestroy(stop));
-  return ok ? 0 : 1;
+  milmer::lab::report("forward", milmer::lab::time_ms(forward, o.iters, ctx.stream()), fwd_bytes);
+  milmer::lab::report("backward", milmer::lab::time_ms(backward, o.iters, ctx.stream()), bwd_bytes);
+  return checks.exit_code();
 }

@@ -1,0 +1,257 @@
+// What every kernel lab program (kernels/*_lab.cpp) shares: the command line, the timing, the
+// report lines and the comparison against a reference. The labs are standalone programs built
+// for either target (g++ for the host emulator, nvcc as CUDA), so everything here is host code
+// over the CUDA runtime API that the emulator also provides. docs/kernels/lab.md describes how
+// to run them and what they print.
+#pragma once
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "milmer/error.hpp"
+#include "milmer/memory.hpp"
+#include "milmer/platform.hpp"
+#include "milmer/tensor.hpp"
+
+namespace milmer::lab {
+
+// "--name value" options, each bound to a variable whose initial value is the default. Any
+// error (unknown option, missing or malformed value, value out of range) prints the program's
+// name, what was wrong and the usage to stderr, and exits with status 2.
+class CommandLine {
+ public:
+  explicit CommandLine(std::string program) : program_(std::move(program)) {}
+
+  // Binds --name to value, an integer or floating-point variable, accepting [lo, hi]. The
+  // bounds default to the whole range of the type (then the usage does not mention them).
+  template <class T>
+  CommandLine& option(const std::string& name, T& value, const std::string& help,
+                      std::type_identity_t<T> lo = std::numeric_limits<T>::lowest(),
+                      std::type_identity_t<T> hi = std::numeric_limits<T>::max()) {
+    static_assert(std::is_arithmetic_v<T>, "lab options are numbers");
+    const bool integer = std::is_integral_v<T>;
+    std::string expected = integer ? "an integer" : "a number";
+    if (lo != std::numeric_limits<T>::lowest() && hi != std::numeric_limits<T>::max()) {
+      expected += str(" in [", lo, ", ", hi, "]");
+    } else if (lo != std::numeric_limits<T>::lowest()) {
+      expected += str(" >= ", lo);
+    } else if (hi != std::numeric_limits<T>::max()) {
+      expected += str(" <= ", hi);
+    }
+    options_.push_back(
+        {"--" + name, help, expected, str(value),
+         [&value, lo, hi](const char* text) { return parse_number(text, value, lo, hi); }});
+    return *this;
+  }
+
+  void parse(int argc, char** argv) const {
+    for (int a = 1; a < argc; a += 2) {
+      const Option* option = nullptr;
+      for (const auto& o : options_)
+        if (o.flag == argv[a]) option = &o;
+      if (option == nullptr) fail(str("unknown option '", argv[a], "'"));
+      if (a + 1 >= argc) fail(str("option ", option->flag, " needs a value"));
+      if (!option->set(argv[a + 1]))
+        fail(str("bad value for ", option->flag, ": expected ", option->expected, ", got '",
+                 argv[a + 1], "'"));
+    }
+  }
+
+  // For checks that involve several options, or arguments a launcher rejected.
+  [[noreturn]] void fail(const std::string& why) const {
+    std::fprintf(stderr, "%s: %s\nusage: %s [--option value]...\n", program_.c_str(), why.c_str(),
+                 program_.c_str());
+    for (const auto& o : options_)
+      std::fprintf(stderr, "  %-12s %s (%s, default %s)\n", o.flag.c_str(), o.help.c_str(),
+                   o.expected.c_str(), o.fallback.c_str());
+    std::exit(2);
+  }
+
+ private:
+  struct Option {
+    std::string flag, help, expected, fallback;
+    std::function<bool(const char*)> set;
+  };
+
+  // The whole text must be one number of T's kind (no trailing characters, no overflow).
+  template <class T>
+  static bool parse_number(const char* text, T& value, T lo, T hi) {
+    char* end = nullptr;
+    errno = 0;
+    if constexpr (std::is_integral_v<T>) {
+      const long long parsed = std::strtoll(text, &end, 10);
+      if (end == text || *end != '\0' || errno != 0 || parsed < static_cast<long long>(lo) ||
+          parsed > static_cast<long long>(hi))
+        return false;
+      value = static_cast<T>(parsed);
+    } else {
+      const double parsed = std::strtod(text, &end);
+      if (end == text || *end != '\0' || errno != 0 || !std::isfinite(parsed) ||
+          parsed < static_cast<double>(lo) || parsed > static_cast<double>(hi))
+        return false;
+      value = static_cast<T>(parsed);
+    }
+    return true;
+  }
+
+  std::string program_;
+  std::vector<Option> options_;
+};
+
+// A CUDA event that is destroyed with its scope (also when a timed call throws).
+class Event {
+ public:
+  Event() { MILMER_CUDA_CHECK(cudaEventCreate(&event_)); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_{};
+};
+
+// Mean milliseconds per call of fn over `iterations` calls enqueued on `stream`, after `warmup`
+// untimed calls (they pay one-time costs: lazy module loading, cuBLAS heuristics, cold caches).
+// On the host target the events measure the emulator's wall time.
+template <class Fn>
+double time_ms(Fn&& fn, long iterations, cudaStream_t stream, int warmup = 1) {
+  for (int i = 0; i < warmup; ++i) fn();
+  Event start, stop;
+  MILMER_CUDA_CHECK(cudaEventRecord(start.get(), stream));
+  for (long i = 0; i < iterations; ++i) fn();
+  MILMER_CUDA_CHECK(cudaEventRecord(stop.get(), stream));
+  MILMER_CUDA_CHECK(cudaEventSynchronize(stop.get()));
+  float ms = 0;
+  MILMER_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+  return double(ms) / double(iterations);
+}
+
+// One timing line: ms per call, GB/s from the minimum bytes the call must move and, when flops
+// is given, TFLOP/s. %g keeps the emulator's tiny rates readable as well as a GPU's.
+inline void report(const std::string& what, double ms, double bytes, double flops = 0) {
+  std::printf("  %-20s %10.4f ms  %9.4g GB/s", what.c_str(), ms, bytes / ms * 1e-6);
+  if (flops > 0) std::printf("  %9.4g TFLOP/s", flops / ms * 1e-9);
+  std::printf("  (%.4g MB moved at minimum)\n", bytes * 1e-6);
+}
+
+// Largest |got[i] - ref[i]|; a NaN anywhere makes it infinite, so no bound accepts it.
+template <class Got, class Ref>
+double max_abs_error(const std::vector<Got>& got, const std::vector<Ref>& ref) {
+  check(got.size() == ref.size(), "lab::max_abs_error", "got", str(ref.size(), " elements"),
+        str(got.size()));
+  double error = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = std::abs(double(got[i]) - double(ref[i]));
+    if (std::isnan(e)) return INFINITY;
+    error = std::max(error, e);
+  }
+  return error;
+}
+
+struct Tolerance {
+  double bound;
+  double plain_error = NAN;  // the baseline the bound was derived from, when there is one
+};
+
+// The tests' rule (tests/support.hpp, check_close): the kernel's error against the fp64
+// reference may be at most factor x the error of a plain fp32 implementation of the same math,
+// plus 1e-6 x the reference's magnitude for outputs the plain loops get exactly right.
+template <class Ref, class Plain>
+Tolerance plain_fp32_tolerance(const std::vector<Ref>& ref, const std::vector<Plain>& plain,
+                               double factor = 4) {
+  check(plain.size() == ref.size(), "lab::plain_fp32_tolerance", "plain",
+        str(ref.size(), " elements"), str(plain.size()));
+  // std::max skips a NaN in the plain run (fp32 overflow), so it cannot loosen the bound.
+  double plain_error = 0, scale = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    plain_error = std::max(plain_error, std::abs(double(plain[i]) - double(ref[i])));
+    scale = std::max(scale, std::abs(double(ref[i])));
+  }
+  return {factor * plain_error + 1e-6 * std::max(scale, 1e-3), plain_error};
+}
+
+struct Comparison {
+  double max_error;
+  bool ok;
+};
+
+// The checks of one lab run: prints a line per check and remembers whether all held.
+class Checks {
+ public:
+  template <class Got, class Ref>
+  Comparison compare(const std::string& what, const std::vector<Got>& got,
+                     const std::vector<Ref>& ref, const Tolerance& tolerance) {
+    const double error = max_abs_error(got, ref);
+    const bool ok = error <= tolerance.bound;
+    std::printf("  check %-12s max error %.3e", what.c_str(), error);
+    if (!std::isnan(tolerance.plain_error)) std::printf("  plain fp32 %.3e", tolerance.plain_error);
+    std::printf("  bound %.3e  %s\n", tolerance.bound, ok ? "ok" : "FAILED");
+    passed_ = passed_ && ok;
+    return {error, ok};
+  }
+
+  // The tests' rule against a plain fp32 run of the reference (plain_fp32_tolerance).
+  template <class Got, class Ref, class Plain>
+  Comparison compare(const std::string& what, const std::vector<Got>& got,
+                     const std::vector<Ref>& ref, const std::vector<Plain>& plain) {
+    return compare(what, got, ref, plain_fp32_tolerance(ref, plain));
+  }
+
+  // A check that is exact (equal indices, ...): held or not.
+  bool expect(const std::string& what, bool ok) {
+    std::printf("  check %-12s %s\n", what.c_str(), ok ? "ok" : "FAILED");
+    passed_ = passed_ && ok;
+    return ok;
+  }
+
+  bool passed() const { return passed_; }
+  // The lab's exit status: 0 when every check held, 1 otherwise (2 is for bad arguments).
+  int exit_code() const { return passed_ ? 0 : 1; }
+
+ private:
+  bool passed_ = true;
+};
+
+template <class T>
+DeviceBuffer<T> to_device(const std::vector<T>& host) {
+  DeviceBuffer<T> buffer(host.size());
+  buffer.upload(host.data(), host.size());
+  return buffer;
+}
+
+template <class T>
+std::vector<T> to_host(const DeviceBuffer<T>& buffer) {
+  std::vector<T> host(buffer.size());
+  buffer.download(host.data(), host.size());
+  return host;
+}
+
+// A read-only view of a whole buffer, for the launchers' input arguments.
+template <class T>
+TensorView<const T> const_view(const DeviceBuffer<T>& buffer,
+                               std::initializer_list<std::int64_t> dims) {
+  return view(buffer.data(), dims);
+}
+
+// n values uniform in [lo, hi) drawn from rng (labs draw their inputs from one seeded rng).
+inline std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> distribution(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = distribution(rng);
+  return v;
+}
+
+}  // namespace milmer::lab
