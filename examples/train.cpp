@@ -1,0 +1,524 @@
+// milmer-train: trains Milmer on prepared DEAP shards (docs/examples.md).
+//
+//   milmer-train --preset tiny --data SHARDS --out RUN --labels deap2-valence --epochs 8
+//
+// Every epoch: train over the protocol's training split (shuffled from (seed, epoch)),
+// evaluate on its held-out split, write RUN/checkpoint.safetensors atomically (parameters,
+// AdamW moments, step, epoch and the history so far) and RUN/metrics.json. --resume
+// continues a stopped or killed run from its last checkpoint; the result equals an
+// uninterrupted run's because every random choice is a function of the seed and the
+// epoch (sample order) or the step (dropout, drop-path), never of the process's history.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+#include "evaluation.hpp"
+#include "milmer/data/shards.hpp"
+#include "milmer/models/milmer.hpp"
+
+#if MILMER_TARGET_HOST
+#include <cblas.h>
+#endif
+
+namespace fs = std::filesystem;
+using namespace milmer;
+using namespace milmer::examples;
+
+namespace {
+
+constexpr const char* kCheckpointFormat = "milmer-train checkpoint 1";
+constexpr int kExitStoppedForTest = 3;
+
+struct Args {
+  std::string preset = "tiny";
+  std::string config_path;
+  std::string labels = "deap4";
+  Protocol protocol;
+  int epochs = 10;
+  int batch = 14;
+  double lr = 1e-4;
+  std::int64_t warmup_steps = 0;
+  std::uint64_t seed = 0;
+  std::string data_dir;
+  std::string out_dir;
+  std::string swin_weights;
+  bool resume = false;
+  int threads = 0;
+  std::int64_t stop_after_steps = 0;
+  bool no_verify = false;
+
+  Json to_json() const {
+    return Json{{"preset", config_path.empty() ? preset : ""},
+                {"config", config_path},
+                {"labels", labels},
+                {"protocol", protocol.to_json()},
+                {"epochs", epochs},
+                {"batch", batch},
+                {"lr", lr},
+                {"warmup_steps", warmup_steps},
+                {"seed", seed},
+                {"data", data_dir},
+                {"out", out_dir},
+                {"swin_weights", swin_weights},
+                {"resume", resume},
+                {"threads", threads},
+                {"stop_after_steps", stop_after_steps},
+                {"no_verify", no_verify}};
+  }
+};
+
+std::string device_description() {
+#if MILMER_TARGET_CUDA
+  int dev = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
+    return str("cuda device ", dev, ": ", prop.name);
+  return "cuda";
+#else
+  return str("host emulator (", emu::os_threads(), " threads; no GPU)");
+#endif
+}
+
+// --threads on the host target: the emulator's thread pool and OpenBLAS. Must run before
+// the first kernel launch (the emulator reads MILMER_EMU_THREADS once).
+void apply_threads(int threads) {
+  if (threads <= 0) return;
+#if MILMER_TARGET_HOST
+  ::setenv("MILMER_EMU_THREADS", std::to_string(threads).c_str(), 1);
+  openblas_set_num_threads(threads);
+#endif
+}
+
+// What determines a run's result: a resumed run must match it field by field.
+Json run_identity(const Args& a, const MilmerConfig& cfg, const std::string& fingerprint) {
+  return Json{{"config", cfg.to_json()},
+              {"labels", a.labels},
+              {"protocol", a.protocol.to_json()},
+              {"epochs", a.epochs},
+              {"batch", a.batch},
+              {"lr", a.lr},
+              {"warmup_steps", a.warmup_steps},
+              {"seed", a.seed},
+              {"split_fingerprint", fingerprint}};
+}
+
+void check_same_run(const Json& saved, const Json& now, const fs::path& ckpt) {
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    const std::string key = it.key();
+    const bool same = saved.contains(key) && saved.at(key) == it.value();
+    if (!same)
+      throw Error(str("milmer-train --resume (", ckpt.string(), ")"), key,
+                  str(saved.contains(key) ? saved.at(key).dump() : std::string("(absent)"),
+                      " as in the checkpoint (a resumed run must repeat the original's settings; "
+                      "use another --out for a new run)"),
+                  it.value().dump());
+  }
+}
+
+Json parse_ordered(const std::string& text, const fs::path& file) {
+  try {
+    return Json::parse(text);
+  } catch (const Json::parse_error& e) {
+    throw Error("checkpoint " + file.string(), "metadata", "valid JSON", e.what());
+  }
+}
+
+struct EpochRecord {
+  Json deterministic;  // what an uninterrupted run reproduces bit for bit
+  double seconds = 0;  // wall time of the epoch (training + evaluation)
+  double train_samples_per_second = 0;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(Args args) : a_(std::move(args)) {}
+
+  int run() {
+    const auto t_start = std::chrono::steady_clock::now();
+    scheme_ = data::parse_label_scheme(a_.labels);
+    names_ = data::class_names(scheme_);
+    out_ = a_.out_dir;
+    fs::create_directories(out_);
+    ckpt_ = out_ / "checkpoint.safetensors";
+    log_ = RunLog(out_ / "train.log");
+
+    ds_ = std::make_unique<data::Dataset>(
+        data::Dataset::open_dir(a_.data_dir, {.verify_checksum = !a_.no_verify}));
+    cfg_ = a_.config_path.empty()
+               ? (a_.preset == "paper" ? MilmerConfig::paper() : MilmerConfig::tiny())
+               : MilmerConfig::load(a_.config_path);
+    cfg_.classes = data::num_classes(scheme_);
+    match_config_to_data(cfg_, *ds_, a_.config_path.empty());
+    split_ = make_split(*ds_, a_.protocol, scheme_);
+    check(!split_.split.train.empty(), "milmer-train", "training split", "at least one sample",
+          "none");
+    fingerprint_ = split_fingerprint(*ds_, split_.split);
+    identity_ = run_identity(a_, cfg_, fingerprint_);
+
+    std::map<std::string, std::string> saved_meta;
+    const bool have_ckpt = fs::exists(ckpt_);
+    if (have_ckpt && !a_.resume)
+      throw Error("milmer-train", "--out",
+                  str("a directory without a checkpoint, or --resume to continue the run in it"),
+                  str(out_.string(), " (has ", ckpt_.filename().string(), ")"));
+    if (have_ckpt) {
+      saved_meta = read_safetensors_metadata(ckpt_);
+      check(metadata_field(saved_meta, "format", ckpt_.string()) == kCheckpointFormat,
+            "checkpoint " + ckpt_.string(), "format", kCheckpointFormat, saved_meta.at("format"));
+      check_same_run(parse_ordered(metadata_field(saved_meta, "run", ckpt_.string()), ckpt_),
+                     identity_, ckpt_);
+    }
+
+    Context& ctx = ctx_;
+    const int batch = a_.batch;
+    model_ = std::make_unique<Milmer>(ctx, cfg_, batch);
+    batcher_ = std::make_unique<data::Batcher>(
+        *ds_, split_.split.train,
+        data::BatcherOptions{
+            .scheme = scheme_, .batch_size = static_cast<std::size_t>(batch), .seed = a_.seed});
+    steps_per_epoch_ = static_cast<std::int64_t>(batcher_->batches_per_epoch());
+    total_steps_ = steps_per_epoch_ * a_.epochs;
+    schedule_ = CosineSchedule{.lr = a_.lr,
+                               .final_fraction = 0.1,
+                               .total_steps = total_steps_,
+                               .warmup_steps = a_.warmup_steps};
+
+    int start_epoch = 0;
+    if (have_ckpt) {
+      model_->load_checkpoint(ctx, ckpt_);
+      start_epoch = std::stoi(metadata_field(saved_meta, "epoch", ckpt_.string()));
+      const Json hist = parse_ordered(metadata_field(saved_meta, "history", ckpt_.string()), ckpt_);
+      for (const auto& h : hist)
+        history_.push_back({h.at("record"), h.at("seconds").get<double>(),
+                            h.at("train_samples_per_second").get<double>()});
+      prior_wall_ = std::stod(metadata_field(saved_meta, "wall_seconds", ckpt_.string()));
+      runs_ = std::stoi(metadata_field(saved_meta, "runs", ckpt_.string())) + 1;
+      check(model_->step() == std::int64_t{start_epoch} * steps_per_epoch_,
+            "checkpoint " + ckpt_.string(), "step",
+            str(start_epoch * steps_per_epoch_, " (epoch ", start_epoch, " x ", steps_per_epoch_,
+                " steps)"),
+            str(model_->step()));
+    } else {
+      model_->init(ctx, a_.seed);
+      if (!a_.swin_weights.empty()) model_->swin().load(ctx, fs::path(a_.swin_weights));
+    }
+    cfg_.save(out_ / "config.json");
+    log_start(have_ckpt, start_epoch);
+
+    Progress progress(str("epoch ", start_epoch + 1, "/", a_.epochs), total_steps_,
+                      std::int64_t{start_epoch} * steps_per_epoch_);
+    HostBatch hb(*ds_, static_cast<std::size_t>(batch), cfg_.frames);
+    std::int64_t steps_this_run = 0;
+    for (int epoch = start_epoch; epoch < a_.epochs; ++epoch) {
+      const auto t_epoch = std::chrono::steady_clock::now();
+      progress.set_label(str("epoch ", epoch + 1, "/", a_.epochs));
+      batcher_->start_epoch(static_cast<std::uint64_t>(epoch));
+      std::vector<double> step_losses;
+      double loss_sum = 0, train_seconds = 0;
+      std::int64_t seen = 0, correct = 0;
+      double lr = 0;
+      while (const std::size_t n = batcher_->next(hb.buffers())) {
+        const auto t_step = std::chrono::steady_clock::now();
+        const int b = static_cast<int>(n);
+        upload_batch(ctx, *model_, hb, b);
+        lr = schedule_.at(model_->step());
+        const float loss =
+            model_->train_step(ctx, b, lr, a_.seed, std::span<const int>(hb.labels.data(), n));
+        const std::vector<float> logits = download_logits(ctx, *model_, b);
+        train_seconds += seconds_since(t_step);
+        for (std::size_t j = 0; j < n; ++j)
+          correct += argmax(std::span<const float>(logits).subspan(
+                         j * static_cast<std::size_t>(cfg_.classes),
+                         static_cast<std::size_t>(cfg_.classes))) == hb.labels[j];
+        seen += b;
+        step_losses.push_back(loss);
+        loss_sum += static_cast<double>(loss) * b;
+        ++steps_this_run;
+        const double samples_per_s = seen / std::max(train_seconds, 1e-9);
+        progress.update(model_->step(), str("loss ", fixed(loss_sum / seen, 4), "  acc ",
+                                            percent(double(correct) / seen), "  ",
+                                            fixed(samples_per_s * cfg_.frames, 1), " img/s"));
+        if (a_.stop_after_steps > 0 && steps_this_run == a_.stop_after_steps) {
+          progress.clear_line();
+          log_.line(str("stopping after ", steps_this_run,
+                        " steps as asked (--stop-after-steps, a test aid): nothing more is "
+                        "written; the checkpoint of epoch ",
+                        epoch, " stays; continue with --resume"));
+          std::fflush(nullptr);
+          std::_Exit(kExitStoppedForTest);
+        }
+      }
+      progress.clear_line();
+      const Evaluation ev = evaluate(
+          ctx, *model_, *ds_, split_.split.test, scheme_, [&](std::size_t done, std::size_t total) {
+            progress.update(model_->step(), str("evaluating ", done, "/", total));
+          });
+      progress.clear_line();
+      EpochRecord rec;
+      rec.deterministic = Json{{"epoch", epoch + 1},
+                               {"step", model_->step()},
+                               {"lr_last", lr},
+                               {"train_loss", loss_sum / seen},
+                               {"train_accuracy", double(correct) / seen},
+                               {"step_losses", step_losses},
+                               {"eval", to_json(ev, names_)}};
+      rec.seconds = seconds_since(t_epoch);
+      rec.train_samples_per_second = seen / std::max(train_seconds, 1e-9);
+      history_.push_back(rec);
+      log_epoch(rec, ev);
+      const double wall = prior_wall_ + seconds_since(t_start);
+      save_checkpoint(ctx, epoch + 1, wall);
+      write_metrics(epoch + 1, wall, false);
+    }
+    const double wall = prior_wall_ + seconds_since(t_start);
+    write_metrics(a_.epochs, wall, true);
+    log_final(wall);
+    return 0;
+  }
+
+ private:
+  Json history_json() const {
+    Json h = Json::array();
+    for (const auto& r : history_)
+      h.push_back(Json{{"record", r.deterministic},
+                       {"seconds", r.seconds},
+                       {"train_samples_per_second", r.train_samples_per_second}});
+    return h;
+  }
+
+  void save_checkpoint(Context& ctx, int epochs_done, double wall) {
+    std::map<std::string, std::string> meta;
+    meta["format"] = kCheckpointFormat;
+    meta["epoch"] = std::to_string(epochs_done);
+    meta["run"] = identity_.dump();
+    meta["labels"] = a_.labels;
+    meta["class_names"] = Json(names_).dump();
+    meta["protocol"] = a_.protocol.to_json().dump();
+    // The random state, stated: sample order = seeded_shuffle(seed, epoch) (data::Batcher),
+    // dropout and drop-path = Philox(step_seed(seed, step)) (Milmer::train_step).
+    meta["rng"] = Json{{"seed", a_.seed},
+                       {"next_epoch", epochs_done},
+                       {"next_step", model_->step()},
+                       {"shuffle", "data::Batcher: seeded_shuffle from (seed, epoch)"},
+                       {"model", "Milmer::train_step: Philox from step_seed(seed, step)"}}
+                      .dump();
+    meta["history"] = history_json().dump();
+    meta["wall_seconds"] = str(wall);
+    meta["runs"] = std::to_string(runs_);
+    meta["args"] = a_.to_json().dump();
+    model_->save_checkpoint(ctx, ckpt_, meta);
+  }
+
+  void write_metrics(int epochs_done, double wall, bool complete) const {
+    Json m;
+    m["program"] = "milmer-train";
+    m["complete"] = complete;
+    m["epochs_done"] = epochs_done;
+    m["epochs"] = a_.epochs;
+    m["args"] = a_.to_json();
+    m["config"] = cfg_.to_json();
+    m["labels"] = a_.labels;
+    m["class_names"] = names_;
+    const auto& test = split_.split.test;
+    m["protocol"] = a_.protocol.to_json();
+    m["protocol"]["description"] = split_.description;
+    m["protocol"]["leaky"] = split_.leaky;
+    m["protocol"]["train_samples"] = split_.split.train.size();
+    m["protocol"]["test_samples"] = test.size();
+    if (split_.split.test_participant >= 0)
+      m["protocol"]["test_participant"] = split_.split.test_participant;
+    m["protocol"]["split_fingerprint"] = fingerprint_;
+    m["parameter_count"] = model_->parameter_count();
+    m["swin_parameter_count"] = model_->swin_param_count();
+    m["steps_per_epoch"] = steps_per_epoch_;
+    m["total_steps"] = total_steps_;
+    m["chance"] =
+        Json{{"uniform", 1.0 / cfg_.classes},
+             {"majority_class_rate",
+              history_.empty()
+                  ? 0.0
+                  : history_.back().deterministic["eval"]["majority_class_rate"].get<double>()}};
+    Json hist = Json::array(), timing = Json::array();
+    for (const auto& r : history_) {
+      hist.push_back(r.deterministic);
+      timing.push_back(Json{{"epoch", r.deterministic["epoch"]},
+                            {"seconds", r.seconds},
+                            {"train_samples_per_second", r.train_samples_per_second},
+                            {"train_images_per_second", r.train_samples_per_second * cfg_.frames}});
+    }
+    m["history"] = hist;
+    if (!history_.empty()) {
+      const Json& last = history_.back().deterministic;
+      m["final"] = Json{
+          {"epoch", last["epoch"]}, {"train_loss", last["train_loss"]}, {"eval", last["eval"]}};
+    }
+    m["timing"] = Json{{"wall_seconds", wall},
+                       {"runs", runs_},
+                       {"device", device_description()},
+                       {"epochs", timing}};
+    m["files"] = Json{{"checkpoint", ckpt_.string()},
+                      {"log", (out_ / "train.log").string()},
+                      {"config", (out_ / "config.json").string()}};
+    write_json_file(out_ / "metrics.json", m);
+  }
+
+  void log_start(bool resumed, int start_epoch) {
+    const data::ShardDims& d = ds_->dims();
+    log_.line(str("milmer-train ", resumed ? "resuming" : "starting", ": ",
+                  a_.config_path.empty() ? "preset " + a_.preset : "config " + a_.config_path, ", ",
+                  model_->parameter_count(), " parameters (Swin ", model_->swin_param_count(),
+                  "), ", device_description()));
+    log_.line(str("  data ", a_.data_dir, ": ", ds_->num_shards(), " participants, ", ds_->size(),
+                  " samples, frames ", d.frames, "x", d.height, "x", d.width, ", EEG ",
+                  d.eeg_channels, "x", d.eeg_samples));
+    std::string frames;
+    if (cfg_.frames != static_cast<int>(d.frames)) {
+      frames = " (frames";
+      for (int f : frame_selection(static_cast<int>(d.frames), cfg_.frames)) frames += str(" ", f);
+      frames += str(" of each window's ", d.frames, ")");
+    }
+    log_.line(str("  model: image ", cfg_.swin.image_size, ", F ", cfg_.frames, frames, ", top-K ",
+                  cfg_.top_k, ", width ", cfg_.width(), ", EEG ", cfg_.eeg_channels, "x",
+                  cfg_.eeg_samples, ", ", cfg_.classes, " classes"));
+    std::string classes;
+    for (const auto& n : names_) classes += (classes.empty() ? "" : " ") + n;
+    log_.line(str("  labels ", a_.labels, " (", classes, "); protocol ", split_.description));
+    log_.line(str("  train ", split_.split.train.size(), " samples, test ",
+                  split_.split.test.size(), "; batch ", a_.batch, ", ", steps_per_epoch_,
+                  " steps/epoch, ", total_steps_, " steps; lr ", a_.lr, " cosine to ",
+                  a_.lr * schedule_.final_fraction, ", warm-up ", a_.warmup_steps, "; seed ",
+                  a_.seed));
+    if (resumed)
+      log_.line(str("  resumed from ", ckpt_.string(), " after epoch ", start_epoch, " (step ",
+                    model_->step(), ")"));
+    else if (!a_.swin_weights.empty())
+      log_.line(str("  Swin weights from ", a_.swin_weights));
+  }
+
+  void log_epoch(const EpochRecord& rec, const Evaluation& ev) {
+    const Json& r = rec.deterministic;
+    std::string f1s;
+    for (std::size_t c = 0; c < names_.size(); ++c)
+      f1s += str(c ? " " : "", names_[c], " ", fixed(ev.metrics.per_class_f1[c], 2));
+    log_.line(str("epoch ", r["epoch"].get<int>(), "/", a_.epochs, "  train loss ",
+                  fixed(r["train_loss"].get<double>(), 4), " acc ",
+                  percent(r["train_accuracy"].get<double>()), "  |  eval loss ", fixed(ev.loss, 4),
+                  " acc ", percent(ev.metrics.accuracy), " macro-F1 ",
+                  fixed(ev.metrics.macro_f1, 3), " (F1 ", f1s, ")  ",
+                  format_duration(rec.seconds)));
+  }
+
+  void log_final(double wall) {
+    if (history_.empty()) return;
+    const Json& e = history_.back().deterministic["eval"];
+    ClassificationMetrics m;
+    m.confusion = e["confusion_matrix"].get<std::vector<std::vector<std::int64_t>>>();
+    log_.line(str("final (epoch ", a_.epochs, ", held-out ", e["samples"].get<std::int64_t>(),
+                  " samples): accuracy ", percent(e["accuracy"].get<double>()), ", macro-F1 ",
+                  fixed(e["macro_f1"].get<double>(), 3), "; chance: uniform ",
+                  percent(1.0 / cfg_.classes), ", majority class ",
+                  percent(e["majority_class_rate"].get<double>()), "; wall time ",
+                  format_duration(wall)));
+    log_.line("confusion matrix (rows: true class, columns: predicted):\n" +
+              confusion_table(m, names_));
+    log_.line(str("wrote ", (out_ / "metrics.json").string(), ", ", ckpt_.string(), ", ",
+                  (out_ / "train.log").string()));
+  }
+
+  Args a_;
+  Context ctx_;  // after apply_threads (main), before the model that uses it
+  data::LabelScheme scheme_{};
+  std::vector<std::string> names_;
+  fs::path out_, ckpt_;
+  RunLog log_;
+  std::unique_ptr<data::Dataset> ds_;
+  MilmerConfig cfg_;
+  ProtocolSplit split_;
+  std::string fingerprint_;
+  Json identity_;
+  std::unique_ptr<Milmer> model_;
+  std::unique_ptr<data::Batcher> batcher_;
+  std::int64_t steps_per_epoch_ = 0, total_steps_ = 0;
+  CosineSchedule schedule_;
+  std::vector<EpochRecord> history_;
+  double prior_wall_ = 0;
+  int runs_ = 1;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{"milmer-train: train Milmer on DEAP shards (tools/prepare_deap.py output)"};
+  auto* preset = app.add_option("--preset", a.preset, "model size: tiny or paper")
+                     ->check(CLI::IsMember({"tiny", "paper"}))
+                     ->capture_default_str();
+  auto* config = app.add_option("--config", a.config_path,
+                                "model config JSON (MODEL_SPEC section 9) instead of a preset")
+                     ->check(CLI::ExistingFile);
+  preset->excludes(config);
+  app.add_option("--labels", a.labels, "label scheme (sets the number of classes)")
+      ->check(CLI::IsMember(
+          {"deap4", "deap2-valence", "deap2-arousal", "deap3-valence", "deap3-arousal"}))
+      ->capture_default_str();
+  app.add_option("--protocol", a.protocol.name,
+                 "subject-dependent (k-fold over trials), window-level (k-fold over windows: "
+                 "leaky), loso (leave one subject out)")
+      ->check(CLI::IsMember({"subject-dependent", "window-level", "loso"}))
+      ->capture_default_str();
+  app.add_option("--fold", a.protocol.fold, "fold to test (loso: the k-th participant)")
+      ->capture_default_str();
+  app.add_option("--folds", a.protocol.folds, "folds of the k-fold protocols")
+      ->capture_default_str();
+  app.add_option("--participant", a.protocol.participant,
+                 "k-fold protocols: one participant only (0: all, pooled)")
+      ->capture_default_str();
+  app.add_option("--split-seed", a.protocol.split_seed, "seed of the k-fold dealing")
+      ->capture_default_str();
+  app.add_option("--epochs", a.epochs, "epochs")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", a.batch, "batch size")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--lr", a.lr, "peak learning rate (cosine decay to 0.1 x over the run)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--warmup-steps", a.warmup_steps, "linear warm-up steps")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--seed", a.seed, "seed of initialisation, sample order, dropout, drop-path")
+      ->capture_default_str();
+  app.add_option("--data", a.data_dir, "directory of *.shard files")->required();
+  app.add_option("--out", a.out_dir, "run directory (checkpoint, metrics.json, train.log)")
+      ->required();
+  app.add_option("--swin-weights", a.swin_weights,
+                 "pretrained Swin encoder (safetensors, transformers names; tools/convert_swin.py)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--resume", a.resume, "continue the run in --out from its checkpoint");
+  app.add_option("--threads", a.threads,
+                 "host target: emulator and OpenBLAS threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--stop-after-steps", a.stop_after_steps,
+                 "testing aid: exit with status 3 after this many steps of this process, as if "
+                 "killed (the last epoch's checkpoint stays)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--no-verify", a.no_verify, "skip the shards' payload CRC pass when opening");
+  CLI11_PARSE(app, argc, argv);
+
+  apply_threads(a.threads);
+  try {
+    return Trainer(a).run();
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "milmer-train: error: %s\n", e.what());
+    return 1;
+  }
+}
