@@ -11,13 +11,12 @@
 // and GFLOP/s. Exit status 1 when the check fails, 2 on bad arguments.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <random>
-#include <string>
 #include <vector>
 
+#include "lab.hpp"
 #include "milmer/context.hpp"
 #include "milmer/kernels/mha_attention.hpp"
 #include "milmer/memory.hpp"
@@ -25,44 +24,10 @@
 namespace {
 
 struct Options {
-  double batch = 14, lq = 64, lk = 147, dim = 768, heads = 12, dropout = 0.2, packed = 0;
-  double iters = MILMER_TARGET_CUDA ? 20 : 1, seed = 1, check = 1;
+  int batch = 14, lq = 64, lk = 147, dim = 768, heads = 12, packed = 0;
+  double dropout = 0.2;
+  int iters = MILMER_TARGET_CUDA ? 20 : 1, seed = 1, check = 1;
 };
-
-[[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "%s\nusage: mha_attention_lab --batch B --lq LQ --lk LK --dim D --heads H "
-               "--dropout P [--packed 0|1] [--iters N] [--seed S] [--check 0|1]\n",
-               why.c_str());
-  std::exit(2);
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  struct Flag {
-    const char* name;
-    double* value;
-  } flags[] = {{"--batch", &o.batch},   {"--lq", &o.lq},       {"--lk", &o.lk},
-               {"--dim", &o.dim},       {"--heads", &o.heads}, {"--dropout", &o.dropout},
-               {"--packed", &o.packed}, {"--iters", &o.iters}, {"--seed", &o.seed},
-               {"--check", &o.check}};
-  for (int a = 1; a < argc; a += 2) {
-    Flag* flag = nullptr;
-    for (auto& f : flags)
-      if (std::strcmp(argv[a], f.name) == 0) flag = &f;
-    if (flag == nullptr) usage(milmer::str("unknown argument '", argv[a], "'"));
-    if (a + 1 >= argc) usage(milmer::str(argv[a], " needs a value"));
-    char* end = nullptr;
-    const double v = std::strtod(argv[a + 1], &end);
-    if (*end != '\0' || !(v >= 0) || v > 1e6)
-      usage(milmer::str(argv[a], ": expected a number 0..1000000, got '", argv[a + 1], "'"));
-    *flag->value = v;
-  }
-  if (o.batch < 1 || o.lq < 1 || o.lk < 1 || o.dim < 1 || o.heads < 1 || o.iters < 1)
-    usage("batch, lq, lk, dim, heads and iters must be at least 1");
-  if (o.packed != 0 && o.lq != o.lk) usage("--packed 1 needs lq == lk (self-attention)");
-  return o;
-}
 
 struct Shape {
   int batch, lq, lk, dim, heads;
@@ -134,60 +99,6 @@ Result<Real> reference(const Shape& c, const std::vector<float>& qf, const std::
   return r;
 }
 
-std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-template <class T>
-milmer::DeviceBuffer<T> device(const std::vector<T>& host) {
-  milmer::DeviceBuffer<T> b(host.size());
-  b.upload(host.data(), host.size());
-  return b;
-}
-
-template <class T>
-std::vector<T> host(const milmer::DeviceBuffer<T>& b) {
-  std::vector<T> h(b.size());
-  b.download(h.data(), h.size());
-  return h;
-}
-
-bool compare(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
-             const std::vector<float>& plain) {
-  double err = 0, plain_err = 0, scale = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::abs(double(got[i]) - ref[i]);
-    err = std::isnan(e) ? INFINITY : std::max(err, e);
-    plain_err = std::max(plain_err, std::abs(double(plain[i]) - ref[i]));
-    scale = std::max(scale, std::abs(ref[i]));
-  }
-  const double bound = 4 * plain_err + 1e-6 * std::max(scale, 1e-3);
-  const bool ok = err <= bound;
-  std::printf("  check %-4s max error %.3e  plain fp32 %.3e  bound %.3e  %s\n", what, err,
-              plain_err, bound, ok ? "ok" : "FAILED");
-  return ok;
-}
-
-template <class Fn>
-float time_ms(Fn fn, int iters, cudaStream_t stream) {
-  fn();
-  cudaEvent_t start, stop;
-  MILMER_CUDA_CHECK(cudaEventCreate(&start));
-  MILMER_CUDA_CHECK(cudaEventCreate(&stop));
-  MILMER_CUDA_CHECK(cudaEventRecord(start, stream));
-  for (int i = 0; i < iters; ++i) fn();
-  MILMER_CUDA_CHECK(cudaEventRecord(stop, stream));
-  MILMER_CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  MILMER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  MILMER_CUDA_CHECK(cudaEventDestroy(start));
-  MILMER_CUDA_CHECK(cudaEventDestroy(stop));
-  return ms / iters;
-}
-
 // Rows [r][col0, col0 + D) of a (rows, ld) matrix, as a contiguous (rows, D) vector.
 std::vector<float> columns(const std::vector<float>& m, std::size_t rows, std::size_t ld,
                            std::size_t col0, std::size_t dim) {
@@ -200,10 +111,22 @@ std::vector<float> columns(const std::vector<float>& m, std::size_t rows, std::s
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
-  const Shape c{
-      int(o.batch),          int(o.lq), int(o.lk), int(o.dim), int(o.heads), float(o.dropout),
-      std::uint64_t(o.seed), 11};
+  Options o;
+  milmer::lab::CommandLine command_line("mha_attention_lab");
+  command_line.option("batch", o.batch, "batch B", 1, 1000000)
+      .option("lq", o.lq, "query tokens Lq", 1, 1000000)
+      .option("lk", o.lk, "key / value tokens Lk", 1, 1000000)
+      .option("dim", o.dim, "model width D (heads x head_dim)", 1, 1000000)
+      .option("heads", o.heads, "attention heads", 1, 1000000)
+      .option("dropout", o.dropout, "drop probability P of the attention weights", 0.0, 1.0)
+      .option("packed", o.packed, "1: q, k, v in one (B, L, 3D) buffer", 0, 1)
+      .option("iters", o.iters, "timed calls of each pass", 1, 1000000)
+      .option("seed", o.seed, "seed of the inputs and the dropout mask", 0, 1000000)
+      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+  command_line.parse(argc, argv);
+  if (o.packed != 0 && o.lq != o.lk)
+    command_line.fail("--packed 1 needs lq == lk (self-attention)");
+  const Shape c{o.batch, o.lq, o.lk, o.dim, o.heads, float(o.dropout), std::uint64_t(o.seed), 11};
   const bool packed = o.packed != 0;
   const std::int64_t B = c.batch, Lq = c.lq, Lk = c.lk, D = c.dim;
   std::mt19937_64 rng(c.seed);
@@ -212,9 +135,9 @@ int main(int argc, char** argv) {
   milmer::Context ctx;
   // q, k, v (and their gradients) live either in one packed (B, L, 3D) buffer or in three.
   const std::int64_t ld = packed ? 3 * D : D;
-  const auto qkv_host = random_vector(packed ? 3 * nq : nq + 2 * nk, rng, -2, 2);
-  const auto dout_host = random_vector(nq, rng, -1, 1);
-  auto qkv = device(qkv_host), dout = device(dout_host);
+  const auto qkv_host = milmer::lab::random_vector(packed ? 3 * nq : nq + 2 * nk, rng, -2, 2);
+  const auto dout_host = milmer::lab::random_vector(nq, rng, -1, 1);
+  const auto qkv = milmer::lab::to_device(qkv_host), dout = milmer::lab::to_device(dout_host);
   milmer::DeviceBuffer<float> out(nq), lse(std::size_t(B) * c.heads * Lq), grads(qkv_host.size());
   auto strided = [&](auto* base, std::int64_t len) {
     auto v = milmer::view(base, {B, len, D});
@@ -246,7 +169,7 @@ int main(int argc, char** argv) {
     forward();
     backward();
   } catch (const milmer::Error& e) {
-    usage(e.what());
+    command_line.fail(e.what());
   }
   std::printf(
       "mha_attention (%s): batch %d, Lq %d, Lk %d, dim %d, heads %d (head_dim %d), "
@@ -254,8 +177,9 @@ int main(int argc, char** argv) {
       milmer::target_name(), c.batch, c.lq, c.lk, c.dim, c.heads, c.dim / c.heads, c.dropout,
       packed ? "packed (B, L, 3D) q|k|v" : "separate q, k, v");
 
-  bool ok = true;
+  milmer::lab::Checks checks;
   if (o.check) {
+    using milmer::lab::to_host;
     const std::size_t rows_q = std::size_t(B * Lq), rows_k = std::size_t(B * Lk);
     auto part = [&](const std::vector<float>& m, std::int64_t off, std::size_t rows) {
       return packed ? columns(m, rows, std::size_t(ld), std::size_t(off), std::size_t(D))
@@ -265,12 +189,12 @@ int main(int argc, char** argv) {
                vh = part(qkv_host, off_v, rows_k);
     const auto r64 = reference<double>(c, qh, kh, vh, dout_host);
     const auto r32 = reference<float>(c, qh, kh, vh, dout_host);
-    const auto gh = host(grads);
-    ok &= compare("out", host(out), r64.out, r32.out);
-    ok &= compare("lse", host(lse), r64.lse, r32.lse);
-    ok &= compare("dq", part(gh, 0, rows_q), r64.dq, r32.dq);
-    ok &= compare("dk", part(gh, off_k, rows_k), r64.dk, r32.dk);
-    ok &= compare("dv", part(gh, off_v, rows_k), r64.dv, r32.dv);
+    const auto gh = to_host(grads);
+    checks.compare("out", to_host(out), r64.out, r32.out);
+    checks.compare("lse", to_host(lse), r64.lse, r32.lse);
+    checks.compare("dq", part(gh, 0, rows_q), r64.dq, r32.dq);
+    checks.compare("dk", part(gh, off_k, rows_k), r64.dk, r32.dk);
+    checks.compare("dv", part(gh, off_v, rows_k), r64.dv, r32.dv);
   }
 
   // Minimum bytes (see the header): forward reads q, k, v and writes out and lse; backward
@@ -281,13 +205,10 @@ int main(int argc, char** argv) {
   const double qk = double(B) * c.heads * Lq * Lk * (c.dim / c.heads);
   const double forward_flops = 4 * qk;    // S = q k^T, out = P v
   const double backward_flops = 14 * qk;  // S and dPd in both kernels, then dq, dk, dv
-  const float forward_ms = time_ms(forward, int(o.iters), ctx.stream());
-  const float backward_ms = time_ms(backward, int(o.iters), ctx.stream());
-  std::printf("  forward   %10.4f ms  %8.2f GB/s  %8.4f TFLOP/s  (%.2f MB moved at minimum)\n",
-              forward_ms, forward_bytes / forward_ms * 1e-6, forward_flops / forward_ms * 1e-9,
-              forward_bytes * 1e-6);
-  std::printf("  backward  %10.4f ms  %8.2f GB/s  %8.4f TFLOP/s  (%.2f MB moved at minimum)\n",
-              backward_ms, backward_bytes / backward_ms * 1e-6, backward_flops / backward_ms * 1e-9,
-              backward_bytes * 1e-6);
-  return ok ? 0 : 1;
+  using milmer::lab::time_ms;
+  milmer::lab::report("forward", time_ms(forward, o.iters, ctx.stream()), forward_bytes,
+                      forward_flops);
+  milmer::lab::report("backward", time_ms(backward, o.iters, ctx.stream()), backward_bytes,
+                      backward_flops);
+  return checks.exit_code();
 }
