@@ -11,14 +11,13 @@
 // status 1 when the check fails, 2 on bad arguments.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <numeric>
 #include <random>
-#include <string>
 #include <vector>
 
+#include "lab.hpp"
 #include "milmer/context.hpp"
 #include "milmer/kernels/amil.hpp"
 #include "milmer/memory.hpp"
@@ -30,40 +29,6 @@ struct Options {
   int iters = MILMER_TARGET_CUDA ? 20 : 1;
   int seed = 1, check = 1;
 };
-
-[[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "%s\nusage: amil_topk_lab --batch B --frames F --tokens M --dim D --k K "
-               "[--hidden L] [--detach 0|1] [--iters N] [--seed S] [--check 0|1]\n",
-               why.c_str());
-  std::exit(2);
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  struct Flag {
-    const char* name;
-    int* value;
-  } flags[] = {{"--batch", &o.batch},   {"--frames", &o.frames}, {"--tokens", &o.tokens},
-               {"--dim", &o.dim},       {"--k", &o.k},           {"--hidden", &o.hidden},
-               {"--detach", &o.detach}, {"--iters", &o.iters},   {"--seed", &o.seed},
-               {"--check", &o.check}};
-  for (int a = 1; a < argc; a += 2) {
-    Flag* flag = nullptr;
-    for (auto& f : flags)
-      if (std::strcmp(argv[a], f.name) == 0) flag = &f;
-    if (flag == nullptr) usage(milmer::str("unknown argument '", argv[a], "'"));
-    if (a + 1 >= argc) usage(milmer::str(argv[a], " needs a value"));
-    char* end = nullptr;
-    const long v = std::strtol(argv[a + 1], &end, 10);
-    if (*end != '\0' || v < 0 || v > 1000000)
-      usage(milmer::str(argv[a], ": expected an integer 0..1000000, got '", argv[a + 1], "'"));
-    *flag->value = static_cast<int>(v);
-  }
-  if (o.batch < 1 || o.frames < 1 || o.tokens < 1 || o.dim < 1 || o.hidden < 1 || o.iters < 1)
-    usage("batch, frames, tokens, dim, hidden and iters must be at least 1");
-  return o;
-}
 
 template <class Real>
 struct Result {
@@ -151,82 +116,42 @@ Result<Real> reference(const Options& o, const std::vector<float>& xf, const std
   return r;
 }
 
-std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-template <class T>
-milmer::DeviceBuffer<T> device(const std::vector<T>& host) {
-  milmer::DeviceBuffer<T> b(host.size());
-  b.upload(host.data(), host.size());
-  return b;
-}
-
-template <class T>
-std::vector<T> host(const milmer::DeviceBuffer<T>& b) {
-  std::vector<T> h(b.size());
-  b.download(h.data(), h.size());
-  return h;
-}
-
-bool compare(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
-             const std::vector<float>& plain) {
-  double err = 0, plain_err = 0, scale = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::abs(double(got[i]) - ref[i]);
-    err = std::isnan(e) ? INFINITY : std::max(err, e);
-    plain_err = std::max(plain_err, std::abs(double(plain[i]) - ref[i]));
-    scale = std::max(scale, std::abs(ref[i]));
-  }
-  const double bound = 4 * plain_err + 1e-6 * std::max(scale, 1e-3);
-  const bool ok = err <= bound;
-  std::printf("  check %-4s max error %.3e  plain fp32 %.3e  bound %.3e  %s\n", what, err,
-              plain_err, bound, ok ? "ok" : "FAILED");
-  return ok;
-}
-
-template <class Fn>
-float time_ms(Fn fn, int iters, cudaStream_t stream) {
-  fn();
-  cudaEvent_t start, stop;
-  MILMER_CUDA_CHECK(cudaEventCreate(&start));
-  MILMER_CUDA_CHECK(cudaEventCreate(&stop));
-  MILMER_CUDA_CHECK(cudaEventRecord(start, stream));
-  for (int i = 0; i < iters; ++i) fn();
-  MILMER_CUDA_CHECK(cudaEventRecord(stop, stream));
-  MILMER_CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  MILMER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  MILMER_CUDA_CHECK(cudaEventDestroy(start));
-  MILMER_CUDA_CHECK(cudaEventDestroy(stop));
-  return ms / iters;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o;
+  milmer::lab::CommandLine command_line("amil_topk_lab");
+  command_line.option("batch", o.batch, "batch B", 1, 1000000)
+      .option("frames", o.frames, "frames F per sample", 1, 1000000)
+      .option("tokens", o.tokens, "tokens M per frame", 1, 1000000)
+      .option("dim", o.dim, "token width D", 1, 1000000)
+      .option("k", o.k, "frames K kept per sample", 0, 1000000)
+      .option("hidden", o.hidden, "width L of the scoring layer", 1, 1000000)
+      .option("detach", o.detach, "1: no gradient through the scores into X", 0, 1)
+      .option("iters", o.iters, "timed calls of each pass", 1, 1000000)
+      .option("seed", o.seed, "seed of the random inputs", 0, 1000000)
+      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+  command_line.parse(argc, argv);
   const std::int64_t B = o.batch, F = o.frames, M = o.tokens, D = o.dim, L = o.hidden, K = o.k;
   std::mt19937_64 rng(static_cast<std::uint64_t>(o.seed));
   const std::size_t nx = std::size_t(B * F * M * D), nz = std::size_t(B * K * M * D);
   const float v_scale = 1.5f / std::sqrt(float(D));
-  const auto x_host = random_vector(nx, rng, -1, 1), dz_host = random_vector(nz, rng, -1, 1);
-  const auto v_host = random_vector(std::size_t(L * D), rng, -v_scale, v_scale);
-  const auto bv_host = random_vector(std::size_t(L), rng, -0.5f, 0.5f);
-  const auto w_host = random_vector(std::size_t(L), rng, -2, 2);
-  const auto bw_host = random_vector(1, rng, -1, 1);
+  const auto x_host = milmer::lab::random_vector(nx, rng, -1, 1),
+             dz_host = milmer::lab::random_vector(nz, rng, -1, 1);
+  const auto v_host = milmer::lab::random_vector(std::size_t(L * D), rng, -v_scale, v_scale);
+  const auto bv_host = milmer::lab::random_vector(std::size_t(L), rng, -0.5f, 0.5f);
+  const auto w_host = milmer::lab::random_vector(std::size_t(L), rng, -2, 2);
+  const auto bw_host = milmer::lab::random_vector(1, rng, -1, 1);
 
   milmer::Context ctx;
-  auto x = device(x_host), dz = device(dz_host), V = device(v_host), bv = device(bv_host),
-       w = device(w_host), bw = device(bw_host);
+  using milmer::lab::to_device;
+  const auto x = to_device(x_host), dz = to_device(dz_host), V = to_device(v_host),
+             bv = to_device(bv_host), w = to_device(w_host), bw = to_device(bw_host);
   milmer::DeviceBuffer<float> z(nz), a(B * F), gates(B * K), s(B * F), h(B * F * L), e(B * F * D),
       dx(nx), dV(L * D), dbv(L), dw(L), ds(B * F), dpre(B * F * L), de(B * F * D);
   milmer::DeviceBuffer<std::int32_t> topk(B * K);
-  auto c = [](const milmer::DeviceBuffer<float>& b, std::initializer_list<std::int64_t> dims) {
-    return milmer::view(static_cast<const float*>(b.data()), dims);
+  const auto c = [](const auto& buffer, std::initializer_list<std::int64_t> dims) {
+    return milmer::lab::const_view(buffer, dims);
   };
   const auto forward = [&] {
     milmer::amil_forward<float>(ctx, milmer::view(z.data(), {B, K * M, D}),
@@ -254,7 +179,7 @@ int main(int argc, char** argv) {
     zero_param_grads();
     backward();
   } catch (const milmer::Error& err) {
-    usage(err.what());
+    command_line.fail(err.what());
   }
   std::printf(
       "amil_topk (%s): batch %d, frames %d, tokens %d, dim %d, hidden %d, k %d, "
@@ -262,19 +187,18 @@ int main(int argc, char** argv) {
       milmer::target_name(), o.batch, o.frames, o.tokens, o.dim, o.hidden, o.k,
       o.detach ? "detached" : "attached");
 
-  bool ok = true;
+  milmer::lab::Checks checks;
   if (o.check) {
+    using milmer::lab::to_host;
     const auto r64 = reference<double>(o, x_host, v_host, bv_host, w_host, bw_host, dz_host);
     const auto r32 = reference<float>(o, x_host, v_host, bv_host, w_host, bw_host, dz_host);
-    const auto t = host(topk);
-    const bool same_topk = std::equal(t.begin(), t.end(), r64.topk.begin());
-    std::printf("  check topk %s\n", same_topk ? "ok" : "FAILED");
-    ok &= same_topk;
-    ok &= compare("z", host(z), r64.z, r32.z);
-    ok &= compare("dx", host(dx), r64.dx, r32.dx);
-    ok &= compare("dV", host(dV), r64.dv, r32.dv);
-    ok &= compare("db_V", host(dbv), r64.dbv, r32.dbv);
-    ok &= compare("dw", host(dw), r64.dw, r32.dw);
+    const auto t = to_host(topk);
+    checks.expect("topk", std::equal(t.begin(), t.end(), r64.topk.begin()));
+    checks.compare("z", to_host(z), r64.z, r32.z);
+    checks.compare("dx", to_host(dx), r64.dx, r32.dx);
+    checks.compare("dV", to_host(dV), r64.dv, r32.dv);
+    checks.compare("db_V", to_host(dbv), r64.dbv, r32.dbv);
+    checks.compare("dw", to_host(dw), r64.dw, r32.dw);
     // b_w has no gradient (the header explains why); the fp64 sum of ds shows it.
     std::printf("  note db_w: exact gradient 0, fp64 reference sum of ds %.3e\n", r64.dbw[0]);
   }
@@ -286,11 +210,8 @@ int main(int argc, char** argv) {
   const double forward_bytes = (double(nx) + 2.0 * nz) * fs;
   const double backward_bytes =
       (2.0 * nz + double(nx)) * fs + (o.detach ? 0.0 : (2.0 * nx + B * F * D) * fs);
-  const float forward_ms = time_ms(forward, o.iters, ctx.stream());
-  const float backward_ms = time_ms(backward, o.iters, ctx.stream());
-  std::printf("  forward   %10.4f ms  %8.2f GB/s  (%.2f MB moved at minimum)\n", forward_ms,
-              forward_bytes / forward_ms * 1e-6, forward_bytes * 1e-6);
-  std::printf("  backward  %10.4f ms  %8.2f GB/s  (%.2f MB moved at minimum)\n", backward_ms,
-              backward_bytes / backward_ms * 1e-6, backward_bytes * 1e-6);
-  return ok ? 0 : 1;
+  using milmer::lab::time_ms;
+  milmer::lab::report("forward", time_ms(forward, o.iters, ctx.stream()), forward_bytes);
+  milmer::lab::report("backward", time_ms(backward, o.iters, ctx.stream()), backward_bytes);
+  return checks.exit_code();
 }
