@@ -13,13 +13,12 @@
 // check fails, 2 on bad arguments.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <random>
-#include <string>
 #include <vector>
 
+#include "lab.hpp"
 #include "milmer/context.hpp"
 #include "milmer/kernels/dropout.hpp"
 #include "milmer/kernels/elementwise.hpp"
@@ -39,73 +38,6 @@ struct Options {
   long iters = MILMER_TARGET_CUDA ? 50 : 2;
   long seed = 1, check = 1;
 };
-
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: residual_layernorm_lab --rows R --width D --dropout P [--iters N] "
-               "[--seed S] [--check 0|1]\n",
-               why);
-  std::exit(2);
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  struct Flag {
-    const char* name;
-    long* integer;
-    double* real;
-  } flags[] = {{"--rows", &o.rows, nullptr},       {"--width", &o.width, nullptr},
-               {"--dropout", nullptr, &o.dropout}, {"--iters", &o.iters, nullptr},
-               {"--seed", &o.seed, nullptr},       {"--check", &o.check, nullptr}};
-  for (int a = 1; a < argc; a += 2) {
-    Flag* flag = nullptr;
-    for (auto& f : flags)
-      if (std::strcmp(argv[a], f.name) == 0) flag = &f;
-    if (flag == nullptr) usage(milmer::str("unknown argument '", argv[a], "'").c_str());
-    if (a + 1 >= argc) usage(milmer::str(argv[a], " needs a value").c_str());
-    char* end = nullptr;
-    if (flag->real != nullptr) {
-      *flag->real = std::strtod(argv[a + 1], &end);
-    } else {
-      *flag->integer = std::strtol(argv[a + 1], &end, 10);
-      if (*flag->integer < 0 || *flag->integer > 100000000)
-        usage(milmer::str(argv[a], ": expected an integer 0..100000000, got '", argv[a + 1], "'")
-                  .c_str());
-    }
-    if (end == argv[a + 1] || *end != '\0')
-      usage(milmer::str(argv[a], ": not a number: '", argv[a + 1], "'").c_str());
-  }
-  if (o.rows < 1 || o.width < 1 || o.iters < 1) usage("rows, width and iters must be at least 1");
-  if (!(o.dropout >= 0.0 && o.dropout < 1.0)) usage("dropout must be in [0, 1)");
-  return o;
-}
-
-std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-template <class T>
-milmer::DeviceBuffer<T> device(const std::vector<T>& host) {
-  milmer::DeviceBuffer<T> b(host.size());
-  b.upload(host.data(), host.size());
-  return b;
-}
-
-template <class T>
-std::vector<T> host(const milmer::DeviceBuffer<T>& b) {
-  std::vector<T> h(b.size());
-  b.download(h.data(), h.size());
-  return h;
-}
-
-template <class T>
-milmer::TensorView<const T> cview(const milmer::DeviceBuffer<T>& b,
-                                  std::initializer_list<std::int64_t> dims) {
-  return milmer::view(b.data(), dims);
-}
 
 // The unfused composition as plain loops in S: y and the five gradients for loss sum(y * dy).
 template <class S>
@@ -157,64 +89,37 @@ Reference<S> reference(int rows, int width, float p, const std::vector<bool>& ke
   return r;
 }
 
-// The tolerance rule of tests/support.hpp; prints the errors and returns whether it holds.
-bool compare(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
-             const std::vector<float>& plain) {
-  double err = 0, plain_err = 0, scale = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::abs(double(got[i]) - ref[i]);
-    err = std::isnan(e) ? INFINITY : std::max(err, e);
-    plain_err = std::max(plain_err, std::abs(double(plain[i]) - ref[i]));
-    scale = std::max(scale, std::abs(ref[i]));
-  }
-  const double bound = 4 * plain_err + 1e-6 * std::max(scale, 1e-3);
-  const bool ok = err <= bound;
-  std::printf("  check %-13s max error %.3e  plain fp32 %.3e  bound %.3e  %s\n", what, err,
-              plain_err, bound, ok ? "ok" : "FAILED");
-  return ok;
-}
-
-// Mean milliseconds per call of fn over iters calls, after one warm-up call.
-template <class Fn>
-float time_ms(Fn fn, long iters, cudaStream_t stream) {
-  fn();
-  cudaEvent_t start, stop;
-  MILMER_CUDA_CHECK(cudaEventCreate(&start));
-  MILMER_CUDA_CHECK(cudaEventCreate(&stop));
-  MILMER_CUDA_CHECK(cudaEventRecord(start, stream));
-  for (long i = 0; i < iters; ++i) fn();
-  MILMER_CUDA_CHECK(cudaEventRecord(stop, stream));
-  MILMER_CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  MILMER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  MILMER_CUDA_CHECK(cudaEventDestroy(start));
-  MILMER_CUDA_CHECK(cudaEventDestroy(stop));
-  return ms / static_cast<float>(iters);
-}
-
-void report(const char* what, float ms, double bytes) {
-  std::printf("  %-20s %10.4f ms  %8.2f GB/s  (%.2f MB moved at minimum)\n", what, ms,
-              bytes / ms * 1e-6, bytes * 1e-6);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o;
+  milmer::lab::CommandLine command_line("residual_layernorm_lab");
+  command_line.option("rows", o.rows, "rows R (tokens)", 1, 100000000)
+      .option("width", o.width, "width D of a row", 1, 100000000)
+      .option("dropout", o.dropout, "drop probability P of the branch")
+      .option("iters", o.iters, "timed calls of each pass", 1, 100000000)
+      .option("seed", o.seed, "seed of the inputs and the dropout mask", 0, 100000000)
+      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+  command_line.parse(argc, argv);
+  if (!(o.dropout >= 0.0 && o.dropout < 1.0)) command_line.fail("dropout must be in [0, 1)");
   const std::int64_t R = o.rows, W = o.width;
   const float p = static_cast<float>(o.dropout);
   const auto seed = static_cast<std::uint64_t>(o.seed);
   const std::size_t n = static_cast<std::size_t>(R) * W;
   std::mt19937_64 rng(seed);
-  const auto x_h = random_vector(n, rng, -2, 2), branch_h = random_vector(n, rng, -2, 2);
-  const auto branch_bias_h = random_vector(W, rng, -0.5f, 0.5f);
-  const auto weight_h = random_vector(W, rng, 0.5f, 1.5f);
-  const auto norm_bias_h = random_vector(W, rng, -0.5f, 0.5f);
-  const auto dy_h = random_vector(n, rng, -1, 1);
+  const auto x_h = milmer::lab::random_vector(n, rng, -2, 2),
+             branch_h = milmer::lab::random_vector(n, rng, -2, 2);
+  const auto branch_bias_h = milmer::lab::random_vector(W, rng, -0.5f, 0.5f);
+  const auto weight_h = milmer::lab::random_vector(W, rng, 0.5f, 1.5f);
+  const auto norm_bias_h = milmer::lab::random_vector(W, rng, -0.5f, 0.5f);
+  const auto dy_h = milmer::lab::random_vector(n, rng, -1, 1);
 
   milmer::Context ctx;
-  auto x = device(x_h), branch = device(branch_h), branch_bias = device(branch_bias_h),
-       weight = device(weight_h), norm_bias = device(norm_bias_h), dy = device(dy_h);
+  using milmer::lab::const_view;
+  using milmer::lab::to_device;
+  const auto x = to_device(x_h), branch = to_device(branch_h),
+             branch_bias = to_device(branch_bias_h), weight = to_device(weight_h),
+             norm_bias = to_device(norm_bias_h), dy = to_device(dy_h);
   milmer::DeviceBuffer<float> y(n), sum(n), mean(R), rstd(R), dx(n), dbranch(n), dnorm_weight(W),
       dnorm_bias(W), dbranch_bias(W),
       scratch(static_cast<std::size_t>(milmer::residual_layernorm_backward_scratch_elements(R, W)));
@@ -227,9 +132,9 @@ int main(int argc, char** argv) {
   const auto forward = [&] {
     milmer::residual_layernorm_forward<float>(
         ctx, milmer::view(y.data(), {R, W}), milmer::view(sum.data(), {R, W}),
-        milmer::view(mean.data(), {R}), milmer::view(rstd.data(), {R}), cview(x, {R, W}),
-        cview(branch, {R, W}), cview(branch_bias, {W}), cview(weight, {W}), cview(norm_bias, {W}),
-        kEps, p, seed, kDropoutOffset);
+        milmer::view(mean.data(), {R}), milmer::view(rstd.data(), {R}), const_view(x, {R, W}),
+        const_view(branch, {R, W}), const_view(branch_bias, {W}), const_view(weight, {W}),
+        const_view(norm_bias, {W}), kEps, p, seed, kDropoutOffset);
   };
   const auto backward = [&] {
     milmer::residual_layernorm_backward<float>(
@@ -237,40 +142,41 @@ int main(int argc, char** argv) {
         milmer::view(dnorm_weight.data(), {W}), milmer::view(dnorm_bias.data(), {W}),
         milmer::view(dbranch_bias.data(), {W}),
         milmer::view(scratch.data(), {static_cast<std::int64_t>(scratch.size())}),
-        cview(dy, {R, W}), cview(sum, {R, W}), cview(weight, {W}), cview(mean, {R}),
-        cview(rstd, {R}), p, seed, kDropoutOffset);
+        const_view(dy, {R, W}), const_view(sum, {R, W}), const_view(weight, {W}),
+        const_view(mean, {R}), const_view(rstd, {R}), p, seed, kDropoutOffset);
   };
   const auto composed_forward = [&] {
     MILMER_CUDA_CHECK(cudaMemcpyAsync(pre.data(), branch.data(), pre.bytes(),
                                       cudaMemcpyDeviceToDevice, ctx.stream()));
-    milmer::bias_add_forward<float>(ctx, milmer::view(pre.data(), {R, W}), cview(branch_bias, {W}));
-    milmer::dropout_forward<float>(ctx, milmer::view(pre.data(), {R, W}), cview(pre, {R, W}), p,
-                                   seed, kDropoutOffset);
-    milmer::add_forward<float>(ctx, milmer::view(sum.data(), {R, W}), cview(x, {R, W}),
-                               cview(pre, {R, W}));
+    milmer::bias_add_forward<float>(ctx, milmer::view(pre.data(), {R, W}),
+                                    const_view(branch_bias, {W}));
+    milmer::dropout_forward<float>(ctx, milmer::view(pre.data(), {R, W}), const_view(pre, {R, W}),
+                                   p, seed, kDropoutOffset);
+    milmer::add_forward<float>(ctx, milmer::view(sum.data(), {R, W}), const_view(x, {R, W}),
+                               const_view(pre, {R, W}));
     milmer::layernorm_forward<float>(ctx, milmer::view(y.data(), {R, W}),
                                      milmer::view(mean.data(), {R}), milmer::view(rstd.data(), {R}),
-                                     cview(sum, {R, W}), cview(weight, {W}), cview(norm_bias, {W}),
-                                     kEps);
+                                     const_view(sum, {R, W}), const_view(weight, {W}),
+                                     const_view(norm_bias, {W}), kEps);
   };
   const auto composed_backward = [&] {
     milmer::layernorm_backward<float>(
         ctx, milmer::view(dx.data(), {R, W}), milmer::view(dnorm_weight.data(), {W}),
         milmer::view(dnorm_bias.data(), {W}),
         milmer::view(ln_scratch.data(), {static_cast<std::int64_t>(ln_scratch.size())}),
-        cview(dy, {R, W}), cview(sum, {R, W}), cview(weight, {W}), cview(mean, {R}),
-        cview(rstd, {R}), false);
-    milmer::dropout_backward<float>(ctx, milmer::view(dbranch.data(), {R, W}), cview(dx, {R, W}), p,
-                                    seed, kDropoutOffset);
+        const_view(dy, {R, W}), const_view(sum, {R, W}), const_view(weight, {W}),
+        const_view(mean, {R}), const_view(rstd, {R}), false);
+    milmer::dropout_backward<float>(ctx, milmer::view(dbranch.data(), {R, W}),
+                                    const_view(dx, {R, W}), p, seed, kDropoutOffset);
     milmer::bias_add_backward<float>(
-        ctx, milmer::view(dbranch_bias.data(), {W}), cview(dbranch, {R, W}),
+        ctx, milmer::view(dbranch_bias.data(), {W}), const_view(dbranch, {R, W}),
         milmer::view(bias_scratch.data(), {static_cast<std::int64_t>(bias_scratch.size())}));
   };
   try {
     forward();
     backward();
   } catch (const milmer::Error& e) {
-    usage(e.what());
+    command_line.fail(e.what());
   }
 
   const int parts = milmer::residual_layernorm_backward_parts(R, W);
@@ -283,8 +189,9 @@ int main(int argc, char** argv) {
       static_cast<long long>(std::min<std::int64_t>(256, (W + 31) / 32 * 32)),
       static_cast<int>((R + parts - 1) / parts), scratch.bytes() * 1e-6);
 
-  bool ok = true;
+  milmer::lab::Checks checks;
   if (o.check) {
+    using milmer::lab::to_host;
     std::vector<bool> keep(n);
     for (std::size_t i = 0; i < n; ++i)
       keep[i] = milmer::philox_uniform(seed, kDropoutOffset, i) >= p;
@@ -292,12 +199,12 @@ int main(int argc, char** argv) {
                                        branch_h, branch_bias_h, weight_h, norm_bias_h, dy_h);
     const auto r32 = reference<float>(static_cast<int>(R), static_cast<int>(W), p, keep, x_h,
                                       branch_h, branch_bias_h, weight_h, norm_bias_h, dy_h);
-    ok &= compare("y", host(y), r64.y, r32.y);
-    ok &= compare("dx", host(dx), r64.dx, r32.dx);
-    ok &= compare("dbranch", host(dbranch), r64.dbranch, r32.dbranch);
-    ok &= compare("dnorm_weight", host(dnorm_weight), r64.dnorm_weight, r32.dnorm_weight);
-    ok &= compare("dnorm_bias", host(dnorm_bias), r64.dnorm_bias, r32.dnorm_bias);
-    ok &= compare("dbranch_bias", host(dbranch_bias), r64.dbranch_bias, r32.dbranch_bias);
+    checks.compare("y", to_host(y), r64.y, r32.y);
+    checks.compare("dx", to_host(dx), r64.dx, r32.dx);
+    checks.compare("dbranch", to_host(dbranch), r64.dbranch, r32.dbranch);
+    checks.compare("dnorm_weight", to_host(dnorm_weight), r64.dnorm_weight, r32.dnorm_weight);
+    checks.compare("dnorm_bias", to_host(dnorm_bias), r64.dnorm_bias, r32.dnorm_bias);
+    checks.compare("dbranch_bias", to_host(dbranch_bias), r64.dbranch_bias, r32.dbranch_bias);
   }
 
   // Minimum bytes (see the header); the composition's are the sums of its kernels' minima
@@ -307,11 +214,13 @@ int main(int argc, char** argv) {
   const double backward_bytes = 4 * rw * s + 7 * W * s + 8.0 * R;
   const double composed_forward_bytes = 9 * rw * s + 3 * W * s + 8.0 * R;
   const double composed_backward_bytes = 6 * rw * s + 7 * W * s + 8.0 * R;
+  using milmer::lab::report;
+  using milmer::lab::time_ms;
   report("fused forward", time_ms(forward, o.iters, ctx.stream()), forward_bytes);
   report("fused backward", time_ms(backward, o.iters, ctx.stream()), backward_bytes);
   report("separate forward", time_ms(composed_forward, o.iters, ctx.stream()),
          composed_forward_bytes);
   report("separate backward", time_ms(composed_backward, o.iters, ctx.stream()),
          composed_backward_bytes);
-  return ok ? 0 : 1;
+  return checks.exit_code();
 }
