@@ -3,7 +3,8 @@
 by the cuda preset, for each architecture.
 
 Registers, static shared memory and stack come from the built cubins (cuobjdump
---dump-resource-usage on every program in the build tree); spill bytes come from ptxas's own
+--dump-resource-usage on every program in the build tree: the kernel lab, the examples and
+milmer-parity, which together instantiate every kernel); spill bytes come from ptxas's own
 report in the build log (the cuda preset compiles with -Xptxas -v). Exits non-zero when any
 kernel spills.
 
@@ -66,8 +67,11 @@ def cubin_usage(cuobjdump, programs):
                 continue
             m = re.match(r"\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line)
             if m and arch:
-                usage[(fn, arch)] = dict(reg=int(m.group(1)), stack=int(m.group(2)),
-                                         shared=int(m.group(3)), local=int(m.group(4)))
+                # A kernel compiled into several programs: report its largest footprint.
+                new = dict(reg=int(m.group(1)), stack=int(m.group(2)), shared=int(m.group(3)),
+                           local=int(m.group(4)))
+                old = usage.get((fn, arch), new)
+                usage[(fn, arch)] = {k: max(old[k], new[k]) for k in new}
     return usage
 
 
@@ -101,7 +105,7 @@ def main():
             continue
         for f in files:
             p = os.path.join(root, f)
-            if f.endswith("_lab") and os.access(p, os.X_OK):
+            if os.access(p, os.X_OK) and not os.path.splitext(f)[1] and os.path.isfile(p):
                 programs.append(p)
     usage = cubin_usage(cuobjdump, sorted(programs))
     spills = ptxas_spills(args.build_log)
