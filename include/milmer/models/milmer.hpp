@@ -84,13 +84,9 @@ class Milmer {
   SwinEncoder& swin() { return swin_; }
   ParameterSet& params() { return params_; }  // everything but the encoder
   std::int64_t parameter_count() const { return swin_param_count() + params_.count(); }
-  std::int64_t swin_param_count() const {
-    return const_cast<Milmer*>(this)->swin_.params().count();
-  }
+  std::int64_t swin_param_count() const { return swin_.params().count(); }
   std::size_t activation_bytes() const { return swin_.activation_bytes() + acts_.capacity(); }
-  std::size_t parameter_bytes() const {
-    return 4 * (const_cast<Milmer*>(this)->swin_.params().size() + params_.size());
-  }
+  std::size_t parameter_bytes() const { return 4 * (swin_.params().size() + params_.size()); }
 
   // Device input buffers a caller fills before a step or a prediction (no allocation per
   // step): frames (B, F, 3, H, W) normalised, eeg (B, C, S), labels (B).
@@ -254,14 +250,13 @@ class Milmer {
   // step, written atomically (temp file, fsync, rename).
   void save_checkpoint(Context& ctx, const std::filesystem::path& path,
                        std::map<std::string, std::string> metadata = {}) const {
-    auto& self = const_cast<Milmer&>(*this);
-    io::TensorMap t = self.swin_.params().to_tensors(ctx, false, "swin.");
-    io::TensorMap rest = self.params_.to_tensors(ctx);
+    io::TensorMap t = swin_.params().to_tensors(ctx, false, "swin.");
+    io::TensorMap rest = params_.to_tensors(ctx);
     t.insert(rest.begin(), rest.end());
-    add_moments(ctx, t, self.swin_.params(), swin_m_, "swin.", "optim.m.");
-    add_moments(ctx, t, self.swin_.params(), swin_v_, "swin.", "optim.v.");
-    add_moments(ctx, t, self.params_, m_, "", "optim.m.");
-    add_moments(ctx, t, self.params_, v_, "", "optim.v.");
+    add_moments(ctx, t, swin_.params(), swin_m_, "swin.", "optim.m.");
+    add_moments(ctx, t, swin_.params(), swin_v_, "swin.", "optim.v.");
+    add_moments(ctx, t, params_, m_, "", "optim.m.");
+    add_moments(ctx, t, params_, v_, "", "optim.v.");
     metadata["step"] = std::to_string(step_);
     metadata["config"] = cfg_.to_json().dump();
     io::write_safetensors(path, t, metadata);
@@ -666,7 +661,7 @@ class Milmer {
     }
   }
 
-  static void add_moments(Context& ctx, io::TensorMap& out, ParameterSet& set,
+  static void add_moments(Context& ctx, io::TensorMap& out, const ParameterSet& set,
                           const DeviceBuffer<float>& moment, const std::string& prefix,
                           const std::string& kind) {
     std::vector<float> all(set.size());
@@ -676,7 +671,7 @@ class Milmer {
           io::Tensor::from(io::Shape(e.shape.begin(), e.shape.end()),
                            std::span<const float>(all.data() + e.offset, e.numel));
   }
-  static std::vector<float> read_moments(const io::SafetensorsFile& file, ParameterSet& set,
+  static std::vector<float> read_moments(const io::SafetensorsFile& file, const ParameterSet& set,
                                          const std::string& prefix, const std::string& kind) {
     std::vector<float> all(set.size(), 0.0f);
     for (const auto& e : set.entries()) {

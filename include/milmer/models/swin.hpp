@@ -58,6 +58,7 @@ class SwinEncoder {
 
   const SwinConfig& config() const { return cfg_; }
   ParameterSet& params() { return params_; }
+  const ParameterSet& params() const { return params_; }
   int capacity() const { return capacity_; }
   int out_tokens() const { return cfg_.out_tokens(); }
   int out_width() const { return cfg_.out_width(); }
