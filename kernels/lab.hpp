@@ -196,7 +196,7 @@ class Checks {
                      const std::vector<Ref>& ref, const Tolerance& tolerance) {
     const double error = max_abs_error(got, ref);
     const bool ok = error <= tolerance.bound;
-    std::printf("  check %-12s max error %.3e", what.c_str(), error);
+    std::printf("  check %-13s max error %.3e", what.c_str(), error);
     if (!std::isnan(tolerance.plain_error)) std::printf("  plain fp32 %.3e", tolerance.plain_error);
     std::printf("  bound %.3e  %s\n", tolerance.bound, ok ? "ok" : "FAILED");
     passed_ = passed_ && ok;
@@ -212,7 +212,7 @@ class Checks {
 
   // A check that is exact (equal indices, ...): held or not.
   bool expect(const std::string& what, bool ok) {
-    std::printf("  check %-12s %s\n", what.c_str(), ok ? "ok" : "FAILED");
+    std::printf("  check %-13s %s\n", what.c_str(), ok ? "ok" : "FAILED");
     passed_ = passed_ && ok;
     return ok;
   }

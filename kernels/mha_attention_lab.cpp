@@ -8,7 +8,7 @@
 // --packed 1). Runs the library's forward and backward, checks them against fp64 plain
 // loops (kernel error <= 4 x the error of the same loops in fp32, plus a tiny absolute term:
 // the rule of tests/support.hpp), prints time per call, GB/s from the minimum bytes moved
-// and GFLOP/s. Exit status 1 when the check fails, 2 on bad arguments.
+// and TFLOP/s. Exit status 1 when the check fails, 2 on bad arguments.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -6,7 +6,7 @@
 // Runs the library's forward and backward on a res x res map, checks them against the fp64
 // unfused composition (kernel error <= 4 x the error of the plain fp32 composition plus a tiny
 // absolute term, the rule of tests/support.hpp), then prints the time per call, GB/s from the
-// minimum bytes moved and GFLOP/s. Exit status 1 when the check fails, 2 on bad arguments.
+// minimum bytes moved and TFLOP/s. Exit status 1 when the check fails, 2 on bad arguments.
 #include <cstdint>
 #include <cstdio>
 #include <initializer_list>
