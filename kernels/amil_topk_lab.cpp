@@ -128,9 +128,7 @@ int main(int argc, char** argv) {
       .option("k", o.k, "frames K kept per sample", 0, 1000000)
       .option("hidden", o.hidden, "width L of the scoring layer", 1, 1000000)
       .option("detach", o.detach, "1: no gradient through the scores into X", 0, 1)
-      .option("iters", o.iters, "timed calls of each pass", 1, 1000000)
-      .option("seed", o.seed, "seed of the random inputs", 0, 1000000)
-      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+      .run_options(o.iters, o.seed, o.check);
   command_line.parse(argc, argv);
   const std::int64_t B = o.batch, F = o.frames, M = o.tokens, D = o.dim, L = o.hidden, K = o.k;
   std::mt19937_64 rng(static_cast<std::uint64_t>(o.seed));

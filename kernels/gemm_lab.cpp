@@ -86,9 +86,7 @@ int main(int argc, char** argv) {
       .option("in", o.in, "K: input features", 1, 1000000)
       .option("out", o.out, "N: output features", 1, 1000000)
       .option("epilogue", o.epilogue, "0 none, 1 relu, 2 gelu (always with bias)", 0, 2)
-      .option("iters", o.iters, "timed calls of each pass", 1, 1000000)
-      .option("seed", o.seed, "seed of the random inputs", 0, 1000000)
-      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+      .run_options(o.iters, o.seed, o.check);
   command_line.parse(argc, argv);
   const int M = o.rows, K = o.in, N = o.out;
   const auto e = static_cast<milmer::Epilogue>(o.epilogue);

@@ -56,6 +56,15 @@ class CommandLine {
     return *this;
   }
 
+  // The options of every lab that draws random inputs and checks before timing: --iters,
+  // --seed and --check.
+  template <class Iters, class Seed, class Check>
+  CommandLine& run_options(Iters& iters, Seed& seed, Check& check) {
+    return option("iters", iters, "timed calls of each pass", 1, 100000000)
+        .option("seed", seed, "seed of the random inputs (and dropout masks)", 0, 100000000)
+        .option("check", check, "1: check against the fp64 reference first", 0, 1);
+  }
+
   void parse(int argc, char** argv) const {
     for (int a = 1; a < argc; a += 2) {
       const Option* option = nullptr;

@@ -120,9 +120,7 @@ int main(int argc, char** argv) {
       .option("heads", o.heads, "attention heads", 1, 1000000)
       .option("dropout", o.dropout, "drop probability P of the attention weights", 0.0, 1.0)
       .option("packed", o.packed, "1: q, k, v in one (B, L, 3D) buffer", 0, 1)
-      .option("iters", o.iters, "timed calls of each pass", 1, 1000000)
-      .option("seed", o.seed, "seed of the inputs and the dropout mask", 0, 1000000)
-      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+      .run_options(o.iters, o.seed, o.check);
   command_line.parse(argc, argv);
   if (o.packed != 0 && o.lq != o.lk)
     command_line.fail("--packed 1 needs lq == lk (self-attention)");

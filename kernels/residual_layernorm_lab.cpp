@@ -97,9 +97,7 @@ int main(int argc, char** argv) {
   command_line.option("rows", o.rows, "rows R (tokens)", 1, 100000000)
       .option("width", o.width, "width D of a row", 1, 100000000)
       .option("dropout", o.dropout, "drop probability P of the branch")
-      .option("iters", o.iters, "timed calls of each pass", 1, 100000000)
-      .option("seed", o.seed, "seed of the inputs and the dropout mask", 0, 100000000)
-      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+      .run_options(o.iters, o.seed, o.check);
   command_line.parse(argc, argv);
   if (!(o.dropout >= 0.0 && o.dropout < 1.0)) command_line.fail("dropout must be in [0, 1)");
   const std::int64_t R = o.rows, W = o.width;

@@ -67,9 +67,7 @@ int main(int argc, char** argv) {
   milmer::lab::CommandLine command_line("softmax_ce_lab");
   command_line.option("batch", o.batch, "rows B of logits", 1, 100000000)
       .option("classes", o.classes, "classes C", 1, 100000000)
-      .option("iters", o.iters, "timed calls of each function", 1, 100000000)
-      .option("seed", o.seed, "seed of the random logits and labels", 0, 100000000)
-      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+      .run_options(o.iters, o.seed, o.check);
   command_line.parse(argc, argv);
   const int B = o.batch, C = o.classes;
   const std::size_t n = std::size_t(B) * C;

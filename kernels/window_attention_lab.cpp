@@ -37,9 +37,7 @@ int main(int argc, char** argv) {
       .option("heads", o.heads, "attention heads", 0, 1000000)
       .option("head-dim", o.head_dim, "channels per head", 0, 1000000)
       .option("shift", o.shift, "cyclic shift (0: plain windows)", 0, 1000000)
-      .option("iters", o.iters, "timed calls of each pass", 1, 1000000)
-      .option("seed", o.seed, "seed of the random inputs", 0, 1000000)
-      .option("check", o.check, "1: check against the fp64 reference first", 0, 1);
+      .run_options(o.iters, o.seed, o.check);
   command_line.parse(argc, argv);
   const milmer::reference::WindowAttentionSizes z{o.batch,    o.res,    o.res,  o.heads,
                                                   o.head_dim, o.window, o.shift};
