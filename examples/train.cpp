@@ -146,9 +146,7 @@ class Trainer {
     scheme_ = data::parse_label_scheme(a_.labels);
     names_ = data::class_names(scheme_);
     out_ = a_.out_dir;
-    fs::create_directories(out_);
     ckpt_ = out_ / "checkpoint.safetensors";
-    log_ = RunLog(out_ / "train.log");
 
     ds_ = std::make_unique<data::Dataset>(
         data::Dataset::open_dir(a_.data_dir, {.verify_checksum = !a_.no_verify}));
@@ -177,6 +175,8 @@ class Trainer {
                      identity_, ckpt_);
     }
 
+    fs::create_directories(out_);
+    log_ = RunLog(out_ / "train.log");
     Context& ctx = ctx_;
     const int batch = a_.batch;
     model_ = std::make_unique<Milmer>(ctx, cfg_, batch);
