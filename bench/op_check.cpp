@@ -71,8 +71,7 @@ class Op {
       b.download(host.data(), host.size());
       tensors_["out." + name] = milmer::io::Tensor::from(shape, host);
     }
-    milmer::io::write_safetensors(path, tensors_,
-                                  {{"op", op}, {"target", milmer::target_name()}});
+    milmer::io::write_safetensors(path, tensors_, {{"op", op}, {"target", milmer::target_name()}});
   }
   void add_tensor(const std::string& name, milmer::io::Tensor t) { tensors_[name] = std::move(t); }
 
@@ -99,7 +98,8 @@ void run(const std::string& name, int images, Op& op, milmer::Context& ctx) {
     auto& dout = op.input("dout", {R, W});
     auto &out = op.output("out", {R, W}), &dx = op.output("dx", {R, W});
     auto &dw = op.output("dweight", {W}), &db = op.output("dbias", {W});
-    DeviceBuffer<float> mean(R), rstd(R), scratch(milmer::layernorm_backward_scratch_elements(R, W));
+    DeviceBuffer<float> mean(R), rstd(R),
+        scratch(milmer::layernorm_backward_scratch_elements(R, W));
     milmer::layernorm_forward<float>(ctx, m(out, {R, W}), m(mean, {R}), m(rstd, {R}), c(x, {R, W}),
                                      c(w, {W}), c(b, {W}), 1e-5f);
     milmer::layernorm_backward<float>(ctx, m(dx, {R, W}), m(dw, {W}), m(db, {W}),
@@ -125,16 +125,17 @@ void run(const std::string& name, int images, Op& op, milmer::Context& ctx) {
     auto& table = op.input("table", {169, heads});
     auto& out = op.output("out", {B, H, H, C});
     DeviceBuffer<float> lse(B * heads * windows * N);
-    milmer::window_attention_forward<float>(ctx, m(out, {B, H, H, C}), m(lse, {B, heads, windows, N}),
-                                            c(qkv, {B, H, H, 3 * C}), c(table, {169, heads}),
-                                            int(heads), int(window), 3);
+    milmer::window_attention_forward<float>(
+        ctx, m(out, {B, H, H, C}), m(lse, {B, heads, windows, N}), c(qkv, {B, H, H, 3 * C}),
+        c(table, {169, heads}), int(heads), int(window), 3);
   } else if (name == "mha_self") {
     constexpr std::int64_t B = 14, L = 97;
-    auto &q = op.input("q", {B, L, W}), &k = op.input("k", {B, L, W}), &v = op.input("v", {B, L, W});
+    auto &q = op.input("q", {B, L, W}), &k = op.input("k", {B, L, W}),
+         &v = op.input("v", {B, L, W});
     auto& out = op.output("out", {B, L, W});
     DeviceBuffer<float> lse(B * 12 * L);
-    milmer::mha_attention_forward<float>(ctx, m(out, {B, L, W}), m(lse, {B, 12, L}), c(q, {B, L, W}),
-                                         c(k, {B, L, W}), c(v, {B, L, W}), 12);
+    milmer::mha_attention_forward<float>(ctx, m(out, {B, L, W}), m(lse, {B, 12, L}),
+                                         c(q, {B, L, W}), c(k, {B, L, W}), c(v, {B, L, W}), 12);
   } else if (name == "residual_layernorm") {
     auto &x = op.input("x", {R, W}), &branch = op.input("branch", {R, W});
     auto& bb = op.input("branch_bias", {W});
