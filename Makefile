@@ -53,10 +53,8 @@ test: test-host test-asan test-cuda test-python
 	$(PY) tools/resource_report.py build/cuda build/cuda/build.log
 	@echo "make test: host tests, host-asan tests and the cuda build with zero spills all passed"
 
+# demo.sh builds only the programs it runs (cuda when a GPU is usable, else host).
 demo: deps
-	@bash tools/install_deps.sh demo
-	cmake --preset host >/dev/null
-	cmake --build --preset host -j $(JOBS)
 	bash tools/demo.sh
 
 bench: build

@@ -4,8 +4,7 @@
 #   bash tools/demo.sh            (after `cmake --preset host && cmake --build --preset host`)
 #
 # 1. a Python venv for the data tools at build/venv-data (MediaPipe 0.10.21 needs numpy < 2),
-#    created once: python3 -m venv (Debian: the python3-venv package), then
-#    tools/requirements-data.txt and matplotlib;
+#    created and kept current by tools/install_deps.sh demo;
 # 2. synthetic DEAP in DEAP's formats (4 participants x 8 trials x 12 s, tools/make_synthetic_deap.py);
 # 3. shards at the tiny model's frame size 32 (tools/prepare_deap.py: band-pass, FastICA,
 #    BlazeFace crops);
@@ -32,7 +31,7 @@ lr=${DEMO_LR:-2e-3}
 participants=${DEMO_PARTICIPANTS:-4}
 trials=${DEMO_TRIALS:-8}
 seconds=${DEMO_SECONDS:-12}
-venv=build/venv-data
+venv=$root/build/venv-data
 t_demo=$(date +%s)
 
 phase() { printf '\n==== %s\n' "$*"; }
@@ -62,23 +61,9 @@ else
 fi
 took[build]=$(elapsed "$t0")
 
-# ---- the data tools' venv ------------------------------------------------------------------
+# ---- the data tools' venv (tools/install_deps.sh creates it once and keeps it current) ----
 t0=$(date +%s)
-stamp="$venv/.milmer-requirements"
-wanted="$(cat tools/requirements-data.txt) matplotlib==3.11.2"
-if [ ! -x "$venv/bin/python" ]; then
-  phase "creating the data tools' venv at $venv"
-  python3 -m venv "$venv" || {
-    echo "demo: 'python3 -m venv' failed; on Debian install the python3-venv package" >&2
-    exit 1
-  }
-fi
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-  phase "installing the data tools' packages into $venv (once)"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r tools/requirements-data.txt \
-    "matplotlib==3.11.2"
-  printf '%s' "$wanted" >"$stamp"
-fi
+MILMER_DATA_VENV="$venv" bash tools/install_deps.sh demo
 py="$venv/bin/python"
 took[venv]=$(elapsed "$t0")
 

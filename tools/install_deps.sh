@@ -53,7 +53,7 @@ case "$what" in
     want=$(sha256sum "$here/requirements-data.txt" | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       echo "install_deps: installing tools/requirements-data.txt into $venv"
-      "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements-data.txt" matplotlib
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements-data.txt" matplotlib==3.11.2
       echo "$want" > "$stamp"
     fi
     ;;
