@@ -230,8 +230,8 @@ class Trainer {
         const int b = static_cast<int>(n);
         upload_batch(ctx, *model_, hb, b);
         lr = schedule_.at(model_->step());
-        const float loss =
-            model_->train_step(ctx, b, lr, a_.seed, std::span<const int>(hb.labels.data(), n));
+        const float loss = model_->train_step(ctx, b, schedule_, a_.seed,
+                                              std::span<const int>(hb.labels.data(), n));
         const std::vector<float> logits = download_logits(ctx, *model_, b);
         train_seconds += seconds_since(t_step);
         for (std::size_t j = 0; j < n; ++j)

@@ -9,6 +9,7 @@
 
 #include "milmer/io/safetensors.hpp"
 #include "milmer/models/swin.hpp"
+#include "milmer/parity.hpp"
 #include "support.hpp"
 
 #ifndef MILMER_SOURCE_DIR
@@ -19,55 +20,38 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Runs forward and backward of a fixture directory and checks everything it holds.
+// Runs a fixture directory through the parity tool's code path (milmer::parity::run_swin,
+// what milmer-parity runs) and checks every output it holds.
 void check_swin_fixture(const fs::path& dir, double factor) {
-  milmer::Context ctx;
   const auto cfg = milmer::SwinConfig::load(dir / "config.json");
   const auto params = milmer::io::read_safetensors(dir / "params.safetensors");
   const auto inputs = milmer::io::read_safetensors(dir / "inputs.safetensors");
   const auto expected = milmer::io::read_safetensors(dir / "expected.safetensors");
-  const auto& px = inputs.at("pixel_values");
-  const int B = static_cast<int>(px.shape[0]);
-  milmer::SwinEncoder enc(ctx, cfg, B);
-  enc.load(ctx, params);
-  milmer::test::DeviceVector<float> pixels(px.values<float>());
-  const int L = cfg.out_tokens(), C = cfg.out_width();
-  milmer::test::DeviceVector<float> out(std::size_t(B) * L * C);
-  enc.forward(ctx, milmer::view(out.data(), {B, L, C}),
-              milmer::view<const float>(pixels.data(),
-                                        {B, cfg.num_channels, cfg.image_size, cfg.image_size}),
-              false, 0);
-  milmer::test::check_close(out.to_host(), (expected.values<double>("ref64.output")),
-                            expected.values<float>("output"), dir.filename().string() + " output",
-                            factor);
-
+  const auto got = milmer::parity::run_swin(cfg, params, inputs);
+  auto check = [&](const std::string& name, double abs_scale = 0.0) {
+    milmer::test::check_close(
+        got.at(name).values<float>(), expected.values<double>("ref64." + name),
+        expected.values<float>(name), dir.filename().string() + " " + name, factor, abs_scale);
+  };
+  check("output");
   if (!inputs.contains("grad_output")) return;  // a forward-only fixture
-  milmer::test::DeviceVector<float> dout(inputs.values<float>("grad_output"));
-  milmer::test::DeviceVector<float> dpixels(pixels.size());
-  enc.params().zero_grads(ctx);
-  enc.backward(ctx, milmer::view<const float>(dout.data(), {B, L, C}),
-               milmer::view(dpixels.data(), {B, cfg.num_channels, cfg.image_size, cfg.image_size}));
-  milmer::test::check_close(dpixels.to_host(), (expected.values<double>("ref64.grad.pixel_values")),
-                            expected.values<float>("grad.pixel_values"), "grad.pixel_values",
-                            factor);
-  const auto grads = enc.params().to_tensors(ctx, true);
+  check("grad.pixel_values");
   int checked = 0;
-  for (const auto& [name, t] : grads) {
+  for (const auto& [name, t] : got) {
+    if (!name.starts_with("grad.") || name == "grad.pixel_values") continue;
     // A bias gradient is its Linear's weight gradient without the (unit-scale, normalised)
     // input factor: that is the scale of the terms it sums. It matters for the key
     // projection's bias, whose gradient is zero in exact arithmetic (softmax ignores a
     // constant added to every score of a row), so both implementations return noise.
     double abs_scale = 0.0;
     const std::string bias = ".bias";
-    if (name.size() > bias.size() && name.ends_with(bias)) {
-      const std::string weight = name.substr(0, name.size() - bias.size()) + ".weight";
-      if (expected.contains("ref64.grad." + weight))
-        for (double v : expected.values<double>("ref64.grad." + weight))
+    if (name.ends_with(bias)) {
+      const std::string weight = "ref64." + name.substr(0, name.size() - bias.size()) + ".weight";
+      if (expected.contains(weight))
+        for (double v : expected.values<double>(weight))
           abs_scale = std::max(abs_scale, std::abs(v));
     }
-    milmer::test::check_close(t.values<float>(), expected.values<double>("ref64.grad." + name),
-                              expected.values<float>("grad." + name), "grad." + name, factor,
-                              abs_scale);
+    check(name, abs_scale);
     ++checked;
   }
   CHECK(checked == static_cast<int>(milmer::swin_parameter_specs(cfg).size()));

@@ -242,6 +242,13 @@ class Milmer {
     return l;
   }
 
+  // The same with the learning rate of the cosine schedule (MODEL_SPEC section 6) at the
+  // current step.
+  float train_step(Context& ctx, int B, const CosineSchedule& schedule, std::uint64_t seed,
+                   std::span<const int> host_labels = {}) {
+    return train_step(ctx, B, schedule.at(step_), seed, host_labels);
+  }
+
   std::int64_t step() const { return step_; }
   AdamWConfig& optimizer() { return adamw_; }
 
