@@ -19,6 +19,17 @@ import sys
 import sysconfig
 
 
+PAGE_INTRO = """# Kernel resource report
+
+Every kernel the `cuda` preset compiles (the kernel lab, the examples and milmer-parity), per
+architecture: registers per thread, spill bytes (from ptxas), static shared memory and stack
+(from cuobjdump on the built cubins; sm_90 reserves 1 KB of shared memory per block, which
+shows as 1024). Regenerate with `make report`; `make test` prints the same table and fails on
+any spill. Theoretical occupancy: docs/benchmarks.md.
+
+"""
+
+
 def find_cuobjdump():
     exe = shutil.which("cuobjdump")
     if exe:
@@ -126,6 +137,7 @@ def main():
     print(f"resource report: {len(rows)} kernel builds, {len(spilling)} with spills")
     if args.markdown:
         with open(args.markdown, "w") as f:
+            f.write(PAGE_INTRO)
             f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
             for r in rows:
                 f.write("| " + " | ".join(str(c) for c in r) + " |\n")
