@@ -144,7 +144,7 @@ void check_backward(const WindowAttentionSizes& z, std::uint64_t seed) {
   check_close(got[1], table_ref, table_plain, "d_table");
 }
 
-// The shapes of the brief and the edges: tiny shifted, padded 9x10 -> 12x12, whole-map window
+// The model's shapes and the edges: tiny shifted, padded 9x10 -> 12x12, whole-map window
 // (a 4x4 map with window 7 requested runs as window 4 shift 0), window 7 head_dim 32, a one-row
 // map with head_dim 1, the size limits (window 8, head_dim 64), window 7 unshifted with padding.
 const std::vector<WindowAttentionSizes> kShapes = {
