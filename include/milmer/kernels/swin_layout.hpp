@@ -154,72 +154,78 @@ inline int positive_int(std::int64_t v, const char* op, const char* name) {
 }
 }  // namespace detail
 
+namespace detail {
+// Checks an image batch (B, Cin, H, W) and its patch matrix and launches `kernel` on them; the
+// forward writes the patches, the backward the image gradient.
+template <class T, class Kernel>
+void patch_gather_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const T* src,
+                         const TensorView<const T>& image, const TensorView<const T>& patches,
+                         const char* image_name, const char* patches_name, int patch,
+                         std::int64_t n) {
+  expect(image, op, image_name, {-1, -1, -1, -1});
+  check(patch >= 1, op, "patch", ">= 1", str(patch));
+  const int b = positive_int(image.dim(0), op, "batch");
+  const int c = positive_int(image.dim(1), op, "channels");
+  const int h = positive_int(image.dim(2), op, "height");
+  const int w = positive_int(image.dim(3), op, "width");
+  const int gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
+  expect(patches, op, patches_name, {std::int64_t{b} * gh * gw, std::int64_t{c} * patch * patch});
+  launch(kernel, kernels::swin_layout_grid(n), dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(),
+         dst, src, b, c, h, w, patch, gh, gw);
+}
+}  // namespace detail
+
 // patches (B * ceil(H/P) * ceil(W/P), Cin * P * P) from pixels (B, Cin, H, W).
 template <class T>
 void patch_gather_forward(Context& ctx, TensorView<T> patches,
                           TensorView<const std::type_identity_t<T>> pixels, int patch) {
-  constexpr const char* op = "patch_gather_forward";
-  expect(pixels, op, "pixels", {-1, -1, -1, -1});
-  check(patch >= 1, op, "patch", ">= 1", str(patch));
-  const int b = detail::positive_int(pixels.dim(0), op, "pixels batch");
-  const int c = detail::positive_int(pixels.dim(1), op, "pixels channels");
-  const int h = detail::positive_int(pixels.dim(2), op, "pixels height");
-  const int w = detail::positive_int(pixels.dim(3), op, "pixels width");
-  const int gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
-  expect(patches, op, "patches", {std::int64_t{b} * gh * gw, std::int64_t{c} * patch * patch});
-  launch(kernels::patch_gather_forward_kernel<T>, kernels::swin_layout_grid(patches.numel()),
-         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), patches.data, pixels.data, b, c, h, w,
-         patch, gh, gw);
+  detail::patch_gather_launch(ctx, "patch_gather_forward", kernels::patch_gather_forward_kernel<T>,
+                              patches.data, pixels.data, pixels, TensorView<const T>(patches),
+                              "pixels", "patches", patch, patches.numel());
 }
 
 // dpixels (B, Cin, H, W) written from dpatches.
 template <class T>
 void patch_gather_backward(Context& ctx, TensorView<T> dpixels,
                            TensorView<const std::type_identity_t<T>> dpatches, int patch) {
-  constexpr const char* op = "patch_gather_backward";
-  expect(dpixels, op, "dpixels", {-1, -1, -1, -1});
-  check(patch >= 1, op, "patch", ">= 1", str(patch));
-  const int b = detail::positive_int(dpixels.dim(0), op, "dpixels batch");
-  const int c = detail::positive_int(dpixels.dim(1), op, "dpixels channels");
-  const int h = detail::positive_int(dpixels.dim(2), op, "dpixels height");
-  const int w = detail::positive_int(dpixels.dim(3), op, "dpixels width");
-  const int gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
-  expect(dpatches, op, "dpatches", {std::int64_t{b} * gh * gw, std::int64_t{c} * patch * patch});
-  launch(kernels::patch_gather_backward_kernel<T>, kernels::swin_layout_grid(dpixels.numel()),
-         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), dpixels.data, dpatches.data, b, c, h,
-         w, patch, gh, gw);
+  detail::patch_gather_launch(ctx, "patch_gather_backward",
+                              kernels::patch_gather_backward_kernel<T>, dpixels.data, dpatches.data,
+                              TensorView<const T>(dpixels), dpatches, "dpixels", "dpatches", patch,
+                              dpixels.numel());
 }
+
+namespace detail {
+// Checks a (B, H, W, C) map and its (B, Hp, Wp, C) padded form and launches `kernel` on them;
+// the forward writes the padded map, the backward the unpadded one.
+template <class T, class Kernel>
+void pad_map_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const T* src,
+                    const TensorView<const T>& small, const TensorView<const T>& padded,
+                    const char* small_name, const char* padded_name, std::int64_t n) {
+  expect(small, op, small_name, {-1, -1, -1, -1});
+  expect(padded, op, padded_name, {small.dim(0), -1, -1, small.dim(3)});
+  check(padded.dim(1) >= small.dim(1) && padded.dim(2) >= small.dim(2), op, padded_name,
+        str("a map at least ", small.dim(1), " x ", small.dim(2)), padded.shape_string());
+  launch(kernel, kernels::swin_layout_grid(n), dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(),
+         dst, src, positive_int(small.dim(0), op, "batch"), positive_int(small.dim(1), op, "H"),
+         positive_int(small.dim(2), op, "W"), positive_int(padded.dim(1), op, "Hp"),
+         positive_int(padded.dim(2), op, "Wp"), positive_int(small.dim(3), op, "C"));
+}
+}  // namespace detail
 
 // out (B, Hp, Wp, C) = inp (B, H, W, C) zero-padded; Hp >= H, Wp >= W.
 template <class T>
 void pad_map_forward(Context& ctx, TensorView<T> out,
                      TensorView<const std::type_identity_t<T>> inp) {
-  constexpr const char* op = "pad_map_forward";
-  expect(inp, op, "inp", {-1, -1, -1, -1});
-  expect(out, op, "out", {inp.dim(0), -1, -1, inp.dim(3)});
-  check(out.dim(1) >= inp.dim(1) && out.dim(2) >= inp.dim(2), op, "out",
-        str("a map at least ", inp.dim(1), " x ", inp.dim(2)), out.shape_string());
-  launch(kernels::pad_map_forward_kernel<T>, kernels::swin_layout_grid(out.numel()),
-         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), out.data, inp.data,
-         detail::positive_int(inp.dim(0), op, "batch"), detail::positive_int(inp.dim(1), op, "H"),
-         detail::positive_int(inp.dim(2), op, "W"), detail::positive_int(out.dim(1), op, "Hp"),
-         detail::positive_int(out.dim(2), op, "Wp"), detail::positive_int(inp.dim(3), op, "C"));
+  detail::pad_map_launch(ctx, "pad_map_forward", kernels::pad_map_forward_kernel<T>, out.data,
+                         inp.data, inp, TensorView<const T>(out), "inp", "out", out.numel());
 }
 
 // dinp (B, H, W, C) = dout (B, Hp, Wp, C) cropped; written.
 template <class T>
 void pad_map_backward(Context& ctx, TensorView<T> dinp,
                       TensorView<const std::type_identity_t<T>> dout) {
-  constexpr const char* op = "pad_map_backward";
-  expect(dinp, op, "dinp", {-1, -1, -1, -1});
-  expect(dout, op, "dout", {dinp.dim(0), -1, -1, dinp.dim(3)});
-  check(dout.dim(1) >= dinp.dim(1) && dout.dim(2) >= dinp.dim(2), op, "dout",
-        str("a map at least ", dinp.dim(1), " x ", dinp.dim(2)), dout.shape_string());
-  launch(kernels::pad_map_backward_kernel<T>, kernels::swin_layout_grid(dinp.numel()),
-         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), dinp.data, dout.data,
-         detail::positive_int(dinp.dim(0), op, "batch"), detail::positive_int(dinp.dim(1), op, "H"),
-         detail::positive_int(dinp.dim(2), op, "W"), detail::positive_int(dout.dim(1), op, "Hp"),
-         detail::positive_int(dout.dim(2), op, "Wp"), detail::positive_int(dinp.dim(3), op, "C"));
+  detail::pad_map_launch(ctx, "pad_map_backward", kernels::pad_map_backward_kernel<T>, dinp.data,
+                         dout.data, TensorView<const T>(dinp), dout, "dinp", "dout", dinp.numel());
 }
 
 // out (B, ceil(H/2) * ceil(W/2), 4C) from inp (B, H, W, C) in transformers' quadrant order.
