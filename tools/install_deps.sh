@@ -33,8 +33,12 @@ if ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then
 fi
 
 py=python3
+# On a Debian python3 (PEP 668, "externally managed") pip refuses to install outside a venv;
+# the packages installed here (cuobjdump's wheel, torch for the optional checks) do not
+# conflict with Debian's, so that refusal is overridden.
 pip_install() {
-  $py -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "Running pip as the 'root'" || true
+  PIP_BREAK_SYSTEM_PACKAGES=1 $py -m pip install -q --disable-pip-version-check "$@" 2>&1 |
+    grep -v "Running pip as the 'root'" || true
 }
 # cuobjdump reads registers and shared memory from the built cubins for the resource report.
 if ! $py -m pip show -q nvidia-cuda-cuobjdump >/dev/null 2>&1; then
