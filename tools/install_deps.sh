@@ -37,8 +37,14 @@ py=python3
 # the packages installed here (cuobjdump's wheel, torch for the optional checks) do not
 # conflict with Debian's, so that refusal is overridden.
 pip_install() {
-  PIP_BREAK_SYSTEM_PACKAGES=1 $py -m pip install -q --disable-pip-version-check "$@" 2>&1 |
-    grep -v "Running pip as the 'root'" || true
+  local log rc=0
+  log=$(PIP_BREAK_SYSTEM_PACKAGES=1 $py -m pip install -q --disable-pip-version-check "$@" 2>&1) ||
+    rc=$?
+  printf '%s\n' "$log" | grep -v -e "Running pip as the 'root'" -e '^$' || true
+  if [ $rc -ne 0 ]; then
+    echo "install_deps: pip install $* failed (exit $rc)" >&2
+    exit $rc
+  fi
 }
 # cuobjdump reads registers and shared memory from the built cubins for the resource report.
 if ! $py -m pip show -q nvidia-cuda-cuobjdump >/dev/null 2>&1; then
