@@ -5,8 +5,9 @@
 # setting, and a run directory with a checkpoint is not overwritten without --resume.
 #
 #   tests/test_train_resume.sh MILMER_TRAIN MILMER_SYNTHETIC_SHARDS WORK_DIR [PYTHON]
-# Run with MILMER_EMU_THREADS=1 (the ctest sets it): with one emulator thread the kernels'
-# float atomics add in one fixed order.
+# A third run is killed for real (SIGKILL, once its first checkpoint exists) and resumed.
+# The ctest runs with MILMER_EMU_THREADS=1, the setting the determinism promise is made for
+# (the kernels use no float atomics, so other thread counts give the same bits too).
 set -euo pipefail
 train=$1
 make_shards=$2
@@ -36,6 +37,24 @@ grep -q "resumed from .* after epoch 1 (step 3)" "$work/stop2.out" ||
 grep -q "resumed from .* after epoch 2 (step 6)" "$work/resume.out" ||
   { echo "third run did not resume after epoch 2"; cat "$work/resume.out"; exit 1; }
 
+# Killed for real: SIGKILL as soon as the first checkpoint is there (mid-epoch 2 or while the
+# epoch-2 checkpoint is written, which is atomic), then resumed to the end.
+"$train" "${common[@]}" --out "$work/killed" >"$work/killed1.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ -f "$work/killed/checkpoint.safetensors" ] && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+[ -f "$work/killed/checkpoint.safetensors" ] ||
+  { echo "the run to be killed wrote no checkpoint"; cat "$work/killed1.out"; exit 1; }
+"$train" "${common[@]}" --out "$work/killed" --resume >"$work/killed2.out" 2>&1 ||
+  { echo "resuming the killed run failed"; cat "$work/killed2.out"; exit 1; }
+grep -q "resumed from .* after epoch [12] (step [36])" "$work/killed2.out" ||
+  { echo "the killed run was not resumed from a mid-run checkpoint"; cat "$work/killed2.out"; exit 1; }
+
 # A changed setting is refused, naming it; so is reusing a run directory without --resume.
 status=0
 "$train" "${common[@]/2e-3/1e-3}" --out "$work/stopped" --resume >"$work/changed.out" 2>&1 || status=$?
@@ -46,15 +65,20 @@ status=0
 [ "$status" -eq 1 ] && grep -q "argument '--out'" "$work/overwrite.out" ||
   { echo "an existing run was overwritten without --resume"; cat "$work/overwrite.out"; exit 1; }
 
-"$py" - "$work/straight" "$work/stopped" <<'EOF'
+"$py" - "$work/straight" "$work/stopped" "$work/killed" <<'EOF'
 import json, sys
 from pathlib import Path
 
-a, b = (Path(p) for p in sys.argv[1:3])
+a, b, k = (Path(p) for p in sys.argv[1:4])
 ma = json.loads((a / "metrics.json").read_text())
 mb = json.loads((b / "metrics.json").read_text())
-assert ma["complete"] and mb["complete"], "both runs must be complete"
+mk = json.loads((k / "metrics.json").read_text())
+assert ma["complete"] and mb["complete"] and mk["complete"], "every run must be complete"
 assert mb["timing"]["runs"] == 3, f"expected 3 runs of the resumed training, got {mb['timing']['runs']}"
+assert mk["timing"]["runs"] >= 2, f"the killed run was not resumed: {mk['timing']['runs']} run(s)"
+for key in ("history", "final"):
+    if ma[key] != mk[key]:
+        sys.exit(f"metrics.json '{key}' differs between the uninterrupted and the killed + resumed run")
 for key in ("history", "final", "config", "protocol", "parameter_count", "total_steps"):
     if ma[key] != mb[key]:
         if key == "history":
@@ -75,6 +99,9 @@ def tensor_bytes(path):
 ha, da = tensor_bytes(a / "checkpoint.safetensors")
 hb, db = tensor_bytes(b / "checkpoint.safetensors")
 assert ha == hb and da == db, "final checkpoints differ (parameters or AdamW moments)"
+hk, dk = tensor_bytes(k / "checkpoint.safetensors")
+assert ha == hk and da == dk, "the killed + resumed run's final checkpoint differs"
 print(f"resume: 9 step losses, per-epoch metrics and the final checkpoint's {len(ha)} tensors "
-      f"are bit-identical; final eval accuracy {ma['final']['eval']['accuracy']:.3f}")
+      f"are bit-identical after two stops and after a SIGKILL; "
+      f"final eval accuracy {ma['final']['eval']['accuracy']:.3f}")
 EOF
