@@ -62,6 +62,35 @@ __device__ inline float warp_sum(float v) {
   return v;
 }
 
+// The part of a warp-per-row LayerNorm forward after the row's values x are in place: from
+// this lane's partial sum of x (columns lane, lane+32, ... in order) it forms the mean, the
+// rstd by a second pass over x, writes y = xhat * weight + bias and, from lane 0, the row's
+// mean and rstd. layernorm_forward_rows and residual_layernorm_forward_rows (whose x is the
+// pre-norm sum) share it, which keeps their results the same bits.
+template <class T>
+__device__ inline void warp_normalize_row(T* y, float* mean, float* rstd, const T* x,
+                                          const T* weight, const T* bias, int row, int width,
+                                          float lane_sum, float eps) {
+  const int lane = threadIdx.x % 32;
+  const float row_mean = warp_sum(lane_sum) / static_cast<float>(width);
+
+  float squares = 0.0f;
+  for (int c = lane; c < width; c += 32) {
+    const float d = to_float(x[c]) - row_mean;
+    squares += d * d;
+  }
+  const float row_rstd = rsqrtf(warp_sum(squares) / static_cast<float>(width) + eps);
+
+  for (int c = lane; c < width; c += 32) {
+    const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
+    y[c] = from_float<T>(xhat * to_float(weight[c]) + to_float(bias[c]));
+  }
+  if (lane == 0) {
+    mean[row] = row_mean;
+    rstd[row] = row_rstd;
+  }
+}
+
 template <class T>
 __global__ void layernorm_forward_rows(T* out, float* mean, float* rstd, const T* inp,
                                        const T* weight, const T* bias, int rows, int width,
@@ -73,24 +102,8 @@ __global__ void layernorm_forward_rows(T* out, float* mean, float* rstd, const T
 
   float sum = 0.0f;
   for (int c = lane; c < width; c += 32) sum += to_float(x[c]);
-  const float row_mean = warp_sum(sum) / static_cast<float>(width);
-
-  float squares = 0.0f;
-  for (int c = lane; c < width; c += 32) {
-    const float d = to_float(x[c]) - row_mean;
-    squares += d * d;
-  }
-  const float row_rstd = rsqrtf(warp_sum(squares) / static_cast<float>(width) + eps);
-
-  T* y = out + static_cast<std::int64_t>(row) * width;
-  for (int c = lane; c < width; c += 32) {
-    const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
-    y[c] = from_float<T>(xhat * to_float(weight[c]) + to_float(bias[c]));
-  }
-  if (lane == 0) {
-    mean[row] = row_mean;
-    rstd[row] = row_rstd;
-  }
+  warp_normalize_row(out + static_cast<std::int64_t>(row) * width, mean, rstd, x, weight, bias, row,
+                     width, sum, eps);
 }
 
 // Sums a and b over the block (blockDim.x a multiple of 32, at most 256); every thread gets
@@ -109,6 +122,39 @@ __device__ inline void block_sum2(float& a, float& b, float2* warp_totals) {
     b += warp_totals[w].y;
   }
   __syncthreads();  // warp_totals is rewritten by the next call
+}
+
+// The first backward pass over one row, shared by layernorm_backward_rows and
+// residual_layernorm_backward_rows (x is the normalized input, the pre-norm sum there): adds
+// dy * xhat and dy to this thread's columns of the dweight / dbias accumulators and returns
+// (mean_c(g), mean_c(g * xhat)), g = dy * weight, the same bits on every thread of the block.
+template <class T>
+__device__ inline float2 layernorm_backward_row_means(float* dweight_acc, float* dbias_acc,
+                                                      float2* warp_totals, const T* dy, const T* x,
+                                                      const T* weight, int width, float row_mean,
+                                                      float row_rstd, float inv_width) {
+  float sum_g = 0.0f, sum_g_xhat = 0.0f;
+  for (int c = threadIdx.x; c < width; c += blockDim.x) {
+    const float d = to_float(dy[c]);
+    const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
+    const float g = d * to_float(weight[c]);
+    sum_g += g;
+    sum_g_xhat += g * xhat;
+    dweight_acc[c] += d * xhat;
+    dbias_acc[c] += d;
+  }
+  block_sum2(sum_g, sum_g_xhat, warp_totals);
+  return make_float2(sum_g * inv_width, sum_g_xhat * inv_width);
+}
+
+// dL/dx of one element: rstd * (g - mean_c(g) - xhat * mean_c(g * xhat)), with `means` from
+// layernorm_backward_row_means.
+template <class T>
+__device__ inline float layernorm_input_grad(T dy, T x, T weight, float row_mean, float row_rstd,
+                                             float2 means) {
+  const float xhat = (to_float(x) - row_mean) * row_rstd;
+  const float g = to_float(dy) * to_float(weight);
+  return row_rstd * (g - means.x - xhat * means.y);
 }
 
 // Writes (or adds to) dinp for the rows of part blockIdx.x and writes that part's dweight
@@ -137,24 +183,12 @@ __global__ void layernorm_backward_rows(T* dinp, float* partials, const T* dout,
     const T* x = inp + base;
     const float row_mean = mean[row], row_rstd = rstd[row];
 
-    float sum_g = 0.0f, sum_g_xhat = 0.0f;
-    for (int c = threadIdx.x; c < width; c += blockDim.x) {
-      const float d = to_float(dy[c]);
-      const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
-      const float g = d * to_float(weight[c]);
-      sum_g += g;
-      sum_g_xhat += g * xhat;
-      dweight_acc[c] += d * xhat;
-      dbias_acc[c] += d;
-    }
-    block_sum2(sum_g, sum_g_xhat, warp_totals);
-    const float mean_g = sum_g * inv_width, mean_g_xhat = sum_g_xhat * inv_width;
+    const float2 means = layernorm_backward_row_means(dweight_acc, dbias_acc, warp_totals, dy, x,
+                                                      weight, width, row_mean, row_rstd, inv_width);
 
     T* dx = dinp + base;
     for (int c = threadIdx.x; c < width; c += blockDim.x) {
-      const float xhat = (to_float(x[c]) - row_mean) * row_rstd;
-      const float g = to_float(dy[c]) * to_float(weight[c]);
-      float grad = row_rstd * (g - mean_g - xhat * mean_g_xhat);
+      float grad = layernorm_input_grad(dy[c], x[c], weight[c], row_mean, row_rstd, means);
       if (accumulate_dinp) grad += to_float(dx[c]);
       dx[c] = from_float<T>(grad);
     }

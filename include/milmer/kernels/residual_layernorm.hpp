@@ -105,24 +105,7 @@ __global__ void residual_layernorm_forward_rows(T* out, T* sum, float* mean, flo
     s[c] = value;
     total += to_float(value);
   }
-  const float row_mean = warp_sum(total) / static_cast<float>(width);
-
-  float squares = 0.0f;
-  for (int c = lane; c < width; c += 32) {
-    const float d = to_float(s[c]) - row_mean;
-    squares += d * d;
-  }
-  const float row_rstd = rsqrtf(warp_sum(squares) / static_cast<float>(width) + eps);
-
-  T* y = out + base;
-  for (int c = lane; c < width; c += 32) {
-    const float shat = (to_float(s[c]) - row_mean) * row_rstd;
-    y[c] = from_float<T>(shat * to_float(norm_weight[c]) + to_float(norm_bias[c]));
-  }
-  if (lane == 0) {
-    mean[row] = row_mean;
-    rstd[row] = row_rstd;
-  }
+  warp_normalize_row(out + base, mean, rstd, s, norm_weight, norm_bias, row, width, total, eps);
 }
 
 // Writes dresidual and dbranch for the rows of part blockIdx.x and that part's parameter
@@ -155,25 +138,14 @@ __global__ void residual_layernorm_backward_rows(T* dresidual, T* dbranch, float
     const T* s = sum + base;
     const float row_mean = mean[row], row_rstd = rstd[row];
 
-    float sum_g = 0.0f, sum_g_shat = 0.0f;
-    for (int c = threadIdx.x; c < width; c += blockDim.x) {
-      const float d = to_float(dy[c]);
-      const float shat = (to_float(s[c]) - row_mean) * row_rstd;
-      const float g = d * to_float(norm_weight[c]);
-      sum_g += g;
-      sum_g_shat += g * shat;
-      dweight_acc[c] += d * shat;
-      dnorm_bias_acc[c] += d;
-    }
-    block_sum2(sum_g, sum_g_shat, warp_totals);
-    const float mean_g = sum_g * inv_width, mean_g_shat = sum_g_shat * inv_width;
+    const float2 means =
+        layernorm_backward_row_means(dweight_acc, dnorm_bias_acc, warp_totals, dy, s, norm_weight,
+                                     width, row_mean, row_rstd, inv_width);
 
     T* dx = dresidual + base;
     T* dh = dbranch + base;
     for (int c = threadIdx.x; c < width; c += blockDim.x) {
-      const float shat = (to_float(s[c]) - row_mean) * row_rstd;
-      const float g = to_float(dy[c]) * to_float(norm_weight[c]);
-      const float ds = row_rstd * (g - mean_g - shat * mean_g_shat);
+      const float ds = layernorm_input_grad(dy[c], s[c], norm_weight[c], row_mean, row_rstd, means);
       const float dpre = residual_dropout_keeps(p, seed, offset, base + c) ? ds * scale : 0.0f;
       dx[c] = from_float<T>(ds);
       dh[c] = from_float<T>(dpre);
