@@ -124,6 +124,20 @@ __device__ inline void block_sum2(float& a, float& b, float2* warp_totals) {
   __syncthreads();  // warp_totals is rewritten by the next call
 }
 
+// Zeroes `arrays` accumulator arrays of `width` floats laid out back to back at acc and
+// returns acc. Each thread zeroes only the columns it owns (c = threadIdx.x + k * blockDim.x
+// in every array), the ones it later accumulates into, so no barrier is needed before use.
+__device__ inline float* zeroed_accumulators(float* acc, int arrays, int width) {
+  for (int c = threadIdx.x; c < width; c += blockDim.x)
+    for (int a = 0; a < arrays; ++a) acc[a * width + c] = 0.0f;
+  return acc;
+}
+
+// One past the last row of the part starting at row_begin (the last part may be shorter).
+__device__ inline int part_row_end(int row_begin, int rows, int rows_per_part) {
+  return rows - row_begin < rows_per_part ? rows : row_begin + rows_per_part;
+}
+
 // The first backward pass over one row, shared by layernorm_backward_rows and
 // residual_layernorm_backward_rows (x is the normalized input, the pre-norm sum there): adds
 // dy * xhat and dy to this thread's columns of the dweight / dbias accumulators and returns
@@ -167,15 +181,12 @@ __global__ void layernorm_backward_rows(T* dinp, float* partials, const T* dout,
   MILMER_DYNAMIC_SHARED(float, shared_partials);
   __shared__ float2 warp_totals[kLayerNormBackwardMaxThreads / 32];
   float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 2 * width;
-  float* const dweight_acc = partials_in_shared ? shared_partials : part_partials;
+  float* const dweight_acc =
+      zeroed_accumulators(partials_in_shared ? shared_partials : part_partials, 2, width);
   float* const dbias_acc = dweight_acc + width;
-  for (int c = threadIdx.x; c < width; c += blockDim.x) {
-    dweight_acc[c] = 0.0f;
-    dbias_acc[c] = 0.0f;
-  }
 
   const int row_begin = blockIdx.x * rows_per_part;
-  const int row_end = rows - row_begin < rows_per_part ? rows : row_begin + rows_per_part;
+  const int row_end = part_row_end(row_begin, rows, rows_per_part);
   const float inv_width = 1.0f / static_cast<float>(width);
   for (int row = row_begin; row < row_end; ++row) {
     const std::int64_t base = static_cast<std::int64_t>(row) * width;

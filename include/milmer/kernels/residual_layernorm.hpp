@@ -120,17 +120,13 @@ __global__ void residual_layernorm_backward_rows(T* dresidual, T* dbranch, float
   MILMER_DYNAMIC_SHARED(float, shared_partials);
   __shared__ float2 warp_totals[kResidualLayerNormBackwardMaxThreads / 32];
   float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 3 * width;
-  float* const dweight_acc = partials_in_shared ? shared_partials : part_partials;
+  float* const dweight_acc =
+      zeroed_accumulators(partials_in_shared ? shared_partials : part_partials, 3, width);
   float* const dnorm_bias_acc = dweight_acc + width;
   float* const dbranch_bias_acc = dweight_acc + 2 * width;
-  for (int c = threadIdx.x; c < width; c += blockDim.x) {
-    dweight_acc[c] = 0.0f;
-    dnorm_bias_acc[c] = 0.0f;
-    dbranch_bias_acc[c] = 0.0f;
-  }
 
   const int row_begin = blockIdx.x * rows_per_part;
-  const int row_end = rows - row_begin < rows_per_part ? rows : row_begin + rows_per_part;
+  const int row_end = part_row_end(row_begin, rows, rows_per_part);
   const float inv_width = 1.0f / static_cast<float>(width);
   for (int row = row_begin; row < row_end; ++row) {
     const std::int64_t base = static_cast<std::int64_t>(row) * width;
