@@ -99,47 +99,52 @@ inline void expect_drop_probability(float p, const char* op) {
   check(p >= 0.0f && p < 1.0f, op, "p", "a drop probability in [0, 1)", str(p));
 }
 
+// The argument checks dropout and drop-path share; returns the kept elements' scale
+// 1 / (1 - p).
 template <class T>
-void dropout_apply(Context& ctx, const char* op, const char* dst_name, const char* src_name,
-                   TensorView<T> dst, TensorView<const T> src, float p, std::uint64_t seed,
-                   std::uint64_t offset) {
+float expect_masked_scale_args(const char* op, const char* dst_name, const char* src_name,
+                               const TensorView<T>& dst, const TensorView<const T>& src, float p) {
   expect_drop_probability(p, op);
   expect_flat(dst, op, dst_name);
   expect_flat(src, op, src_name);
   expect_same_shape(src, dst, op, src_name);
-  const float scale = 1.0f / (1.0f - p);
-  const std::int64_t n = dst.numel();
+  return 1.0f / (1.0f - p);
+}
+
+// Launches `packed` over the n / pack-width packs of dst when use_packs, else `scalar` over its
+// n elements; both kernels take (dst, src, count, mask arguments...).
+template <class T, class... Params, class... MaskArgs>
+void launch_masked_scale(Context& ctx, const char* op, bool use_packs, void (*packed)(Params...),
+                         void (*scalar)(Params...), T* dst, const T* src, std::int64_t n,
+                         const MaskArgs&... mask_args) {
   const int threads = kernels::kElementwiseThreads;
-  if (packable<T>(n, dst.data, src.data)) {
-    const std::int64_t packs = n / kernels::Pack<T>::kWidth;
-    launch(kernels::dropout_apply_packed<T>, dim3(blocks_for(packs, threads, op)), dim3(threads), 0,
-           ctx.stream(), dst.data, src.data, packs, p, scale, seed, offset);
-  } else {
-    launch(kernels::dropout_apply_scalar<T>, dim3(blocks_for(n, threads, op)), dim3(threads), 0,
-           ctx.stream(), dst.data, src.data, n, p, scale, seed, offset);
-  }
+  const std::int64_t count = use_packs ? n / kernels::Pack<T>::kWidth : n;
+  launch(use_packs ? packed : scalar, dim3(blocks_for(count, threads, op)), dim3(threads), 0,
+         ctx.stream(), dst, src, count, mask_args...);
+}
+
+template <class T>
+void dropout_apply(Context& ctx, const char* op, const char* dst_name, const char* src_name,
+                   TensorView<T> dst, TensorView<const T> src, float p, std::uint64_t seed,
+                   std::uint64_t offset) {
+  const float scale = expect_masked_scale_args(op, dst_name, src_name, dst, src, p);
+  const std::int64_t n = dst.numel();
+  launch_masked_scale(ctx, op, packable<T>(n, dst.data, src.data), kernels::dropout_apply_packed<T>,
+                      kernels::dropout_apply_scalar<T>, dst.data, src.data, n, p, scale, seed,
+                      offset);
 }
 
 template <class T>
 void drop_path_apply(Context& ctx, const char* op, const char* dst_name, const char* src_name,
                      TensorView<T> dst, TensorView<const T> src, float p, std::uint64_t seed,
                      std::uint64_t offset) {
-  expect_drop_probability(p, op);
-  expect_flat(dst, op, dst_name);
-  expect_flat(src, op, src_name);
-  expect_same_shape(src, dst, op, src_name);
-  const float scale = 1.0f / (1.0f - p);
+  const float scale = expect_masked_scale_args(op, dst_name, src_name, dst, src, p);
   const std::int64_t n = dst.numel();
   const std::int64_t per_sample = n / dst.dim(0);
-  const int threads = kernels::kElementwiseThreads;
-  if (packable<T>(per_sample, dst.data, src.data)) {
-    const std::int64_t packs = n / kernels::Pack<T>::kWidth;
-    launch(kernels::drop_path_apply_packed<T>, dim3(blocks_for(packs, threads, op)), dim3(threads),
-           0, ctx.stream(), dst.data, src.data, packs, per_sample, p, scale, seed, offset);
-  } else {
-    launch(kernels::drop_path_apply_scalar<T>, dim3(blocks_for(n, threads, op)), dim3(threads), 0,
-           ctx.stream(), dst.data, src.data, n, per_sample, p, scale, seed, offset);
-  }
+  // Packs must not straddle two samples, whose masks differ.
+  launch_masked_scale(ctx, op, packable<T>(per_sample, dst.data, src.data),
+                      kernels::drop_path_apply_packed<T>, kernels::drop_path_apply_scalar<T>,
+                      dst.data, src.data, n, per_sample, p, scale, seed, offset);
 }
 
 }  // namespace detail
