@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "milmer/io/json.hpp"
 #include "milmer/models/milmer.hpp"
 #include "support.hpp"
@@ -100,7 +102,7 @@ TEST_SUITE("milmer model") {
   }
 
   TEST_CASE("resuming from a checkpoint continues with bit-identical losses") {
-    const fs::path dir = fs::temp_directory_path() / "milmer_resume_test";
+    const fs::path dir = fs::temp_directory_path() / milmer::str("milmer_resume_test_", ::getpid());
     fs::create_directories(dir);
     const auto cfg = milmer::MilmerConfig::tiny();  // dropout and drop-path on
     std::vector<float> straight;
@@ -124,7 +126,8 @@ TEST_SUITE("milmer model") {
   }
 
   TEST_CASE("a checkpoint of another config is refused and changes nothing") {
-    const fs::path dir = fs::temp_directory_path() / "milmer_ckpt_config_test";
+    const fs::path dir =
+        fs::temp_directory_path() / milmer::str("milmer_ckpt_config_test_", ::getpid());
     fs::create_directories(dir);
     auto other = milmer::MilmerConfig::tiny();
     other.classes = 3;
