@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "milmer/io/safetensors.hpp"
 #include "milmer/platform.hpp"
 
 namespace milmer::test {
@@ -109,6 +110,25 @@ inline void check_close(const std::vector<float>& got, const std::vector<double>
   INFO(what, ": max error ", err, " at ", worst, " (got ", got.empty() ? 0.0 : got[worst], ", ref ",
        ref64.empty() ? 0.0 : ref64[worst], "), plain fp32 error ", plain_err, ", bound ", bound);
   CHECK(err <= bound);
+}
+
+// The absolute-term scale for a golden fixture's gradient `grad.<name>`: for a bias
+// (`.bias` or `_bias`) the largest |ref64| of its Linear's weight gradient, else 0 (the
+// gradient's own magnitude). A bias gradient sums the same terms as its weight's gradient
+// without the normalised, unit-scale input factor; for biases whose gradient is zero in exact
+// arithmetic (the key projections': softmax ignores a constant added to every score of a row)
+// both PyTorch and milmer return only rounding noise of those terms.
+inline double bias_gradient_scale(const milmer::io::SafetensorsFile& expected,
+                                  const std::string& grad_name) {
+  double scale = 0.0;
+  for (const std::string suffix : {".bias", "_bias"}) {
+    if (!grad_name.ends_with(suffix)) continue;
+    const std::string weight = "ref64." + grad_name.substr(0, grad_name.size() - suffix.size()) +
+                               (suffix == ".bias" ? ".weight" : "_weight");
+    if (expected.contains(weight))
+      for (double v : expected.values<double>(weight)) scale = std::max(scale, std::abs(v));
+  }
+  return scale;
 }
 
 }  // namespace milmer::test
