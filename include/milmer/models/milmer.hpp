@@ -459,23 +459,19 @@ class Milmer {
     // k | v = Z @ [Wk; Wv]^T + [bk; bv]: one GEMM over the adjacent rows of in_proj_weight.
     linear_forward<float>(ctx, view(ca_kv_, {B * KM, 2 * D}), cview(z_, {B * KM, D}),
                           cview(w + D * D, {2 * D, D}), cview(b + D, {2 * D}));
-    mha_attention_forward<float>(
-        ctx, view(ca_attn_, {B, N, D}), view(ca_lse_, {B, cfg_.ca_heads, N}),
-        cview(ca_q_, {B, N, D}), kv_view(ca_kv_, B, KM, D, 0), kv_view(ca_kv_, B, KM, D, 1),
-        cfg_.ca_heads, dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
+    mha_attention_forward<float>(ctx, view(ca_attn_, {B, N, D}),
+                                 view(ca_lse_, {B, cfg_.ca_heads, N}), cview(ca_q_, {B, N, D}),
+                                 kv_view<const float>(ca_kv_, B, KM, D, 0),
+                                 kv_view<const float>(ca_kv_, B, KM, D, 1), cfg_.ca_heads,
+                                 dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
     linear_forward<float>(ctx, view(visual_, {B * N, D}), cview(ca_attn_, {B * N, D}),
                           cmat("ca.attn.out_proj.weight", D, D), cvec("ca.attn.out_proj.bias", D));
   }
 
-  static TensorView<const float> kv_view(const float* kv, std::int64_t B, std::int64_t L,
-                                         std::int64_t D, int which) {
-    TensorView<const float> t(kv + which * D, {B, L, D});
-    t.strides = {L * 2 * D, 2 * D, 1};
-    return t;
-  }
-  static TensorView<float> kv_view_mut(float* kv, std::int64_t B, std::int64_t L, std::int64_t D,
-                                       int which) {
-    TensorView<float> t(kv + which * D, {B, L, D});
+  // k (which = 0) or v (1) of a packed (B, L, 2D) k|v buffer, as a strided (B, L, D) view.
+  template <class T>
+  static TensorView<T> kv_view(T* kv, std::int64_t B, std::int64_t L, std::int64_t D, int which) {
+    TensorView<T> t(kv + which * D, {B, L, D});
     t.strides = {L * 2 * D, 2 * D, 1};
     return t;
   }
@@ -489,12 +485,12 @@ class Milmer {
     linear_backward<float>(ctx, view(d_ca_attn_, {B * N, D}), gmat("ca.attn.out_proj.weight", D, D),
                            gvec("ca.attn.out_proj.bias", D), cview(d_visual_, {B * N, D}),
                            cview(ca_attn_, {B * N, D}), cmat("ca.attn.out_proj.weight", D, D));
-    mha_attention_backward<float>(ctx, view(d_ca_q_, {B, N, D}), kv_view_mut(d_ca_kv_, B, KM, D, 0),
-                                  kv_view_mut(d_ca_kv_, B, KM, D, 1), cview(d_ca_attn_, {B, N, D}),
-                                  cview(ca_q_, {B, N, D}), kv_view(ca_kv_, B, KM, D, 0),
-                                  kv_view(ca_kv_, B, KM, D, 1), cview(ca_attn_, {B, N, D}),
-                                  cview(ca_lse_, {B, cfg_.ca_heads, N}), cfg_.ca_heads,
-                                  dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
+    mha_attention_backward<float>(
+        ctx, view(d_ca_q_, {B, N, D}), kv_view(d_ca_kv_, B, KM, D, 0),
+        kv_view(d_ca_kv_, B, KM, D, 1), cview(d_ca_attn_, {B, N, D}), cview(ca_q_, {B, N, D}),
+        kv_view<const float>(ca_kv_, B, KM, D, 0), kv_view<const float>(ca_kv_, B, KM, D, 1),
+        cview(ca_attn_, {B, N, D}), cview(ca_lse_, {B, cfg_.ca_heads, N}), cfg_.ca_heads,
+        dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
     // k | v projection: dZ written, weight rows D..3D and their biases accumulate.
     linear_backward<float>(ctx, view(d_z_, {B * KM, D}), view(gw + D * D, {2 * D, D}),
                            view(gb + D, {2 * D}), cview(d_ca_kv_, {B * KM, 2 * D}),
