@@ -182,6 +182,12 @@ class ShardWriter:
         if eeg.shape != (c, s) or frames.shape != (f_, h, w, 3):
             raise ValueError(f"{self.path}: expected eeg {(c, s)} and frames {(f_, h, w, 3)}, "
                              f"got {eeg.shape} and {frames.shape}")
+        bad = np.flatnonzero(~np.isfinite(eeg))
+        if bad.size:
+            ch, t = divmod(int(bad[0]), s)
+            raise ValueError(f"{self.path}: participant {participant}, trial {trial}, window "
+                             f"{window}: expected finite EEG values, got {eeg.flat[bad[0]]} at "
+                             f"channel {ch}, sample {t} ({bad.size} non-finite values)")
         meta = _META.pack(*labels, participant, trial, presentation, window, valence, arousal)
         for b in (meta, eeg.tobytes(), frames.tobytes()):
             self.f.write(b)

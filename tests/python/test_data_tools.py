@@ -83,6 +83,22 @@ def test_shard_round_trip(tmp_path):
         np.testing.assert_array_equal(s["frames"][i], fixture_frames(i))
 
 
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_writer_refuses_non_finite_eeg(tmp_path, bad_value):
+    path = tmp_path / "s03.shard"
+    w = dc.ShardWriter(path, 3, 2, 3, 4, 2, 5)
+    w.add(dc.labels_for(5.0, 5.0), 3, 10, 20, 0, 5.0, 5.0, fixture_eeg(0), fixture_frames(0))
+    eeg = fixture_eeg(1)
+    eeg[1, 3] = bad_value
+    with pytest.raises(ValueError) as e:
+        w.add(dc.labels_for(5.0, 5.0), 3, 11, 21, 2, 5.0, 5.0, eeg, fixture_frames(1))
+    w.abort()
+    message = str(e.value)
+    for part in (str(path), "participant 3", "trial 11", "window 2", "channel 1, sample 3"):
+        assert part in message, message
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda b: b[:-1], "truncated"),
     (lambda b: b[:30], "truncated"),
