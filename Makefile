@@ -6,13 +6,15 @@
 #   make bench   the benchmarks that can run on this machine
 #   make report  the kernel resource report (registers, spills, shared memory)
 #   make format  clang-format every C++ file
+#   make fuzz    the libFuzzer harnesses of fuzz/ for FUZZ_SECONDS each (default 300)
 
 JOBS ?= $(shell nproc)
 PY ?= python3
+FUZZ_SECONDS ?= 300
 CTEST_ARGS ?=
 
-.PHONY: all deps build test test-host test-asan test-cuda test-python report demo bench format golden \
-        swin-t-check clean
+.PHONY: all deps build test test-host test-asan test-cuda test-python test-fuzz fuzz-build fuzz report \
+        demo bench format golden swin-t-check clean
 
 all: build
 
@@ -49,9 +51,21 @@ test-python:
 	@bash tools/install_deps.sh demo
 	build/venv-data/bin/python -m pytest -q tests/python
 
-test: test-host test-asan test-cuda test-python
+# The file readers' libFuzzer harnesses (clang, ASan/UBSan, 2 GB memory limit): the committed
+# corpus replayed, then 30 s of fuzzing per harness.
+fuzz-build: deps
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz -j $(JOBS)
+
+test-fuzz: fuzz-build
+	bash tools/fuzz.sh 30
+
+fuzz: fuzz-build
+	bash tools/fuzz.sh $(FUZZ_SECONDS)
+
+test: test-host test-asan test-cuda test-python test-fuzz
 	$(PY) tools/resource_report.py build/cuda build/cuda/build.log
-	@echo "make test: host tests, host-asan tests and the cuda build with zero spills all passed"
+	@echo "make test: host tests, host-asan tests, the fuzz harnesses and the cuda build with zero spills all passed"
 
 # demo.sh builds only the programs it runs (cuda when a GPU is usable, else host).
 demo: deps

@@ -10,7 +10,7 @@ what=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 
 apt_packages=(cmake g++ make pkg-config python3 python3-pip python3-venv libboost-context-dev libopenblas-dev
-  doctest-dev nlohmann-json3-dev libcli11-dev libbenchmark-dev)
+  doctest-dev nlohmann-json3-dev libcli11-dev libbenchmark-dev clang libclang-rt-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
