@@ -3,7 +3,7 @@
 // Minimum bytes are each header's "Minimum bytes moved" formula; FLOPs are counted where the
 // kernel's work is arithmetic (GEMMs, attention).
 //
-// Shapes (MODEL_SPEC.md, batch 14):
+// Shapes (the paper preset, docs/model.md §1 and §9; batch 14):
 //   fusion rows     14 x 97 = 1358 tokens of width 768 (LayerNorm, residual LayerNorm, bias,
 //                   residual add, dropout and ReLU on 1358 x 2048, linear1 768 -> 2048)
 //   Swin stage 1    swin_images() images x 56 x 56 tokens, width 96, MLP 384, 3 heads x 32,

@@ -1,4 +1,4 @@
-// Model benchmarks: Swin-T (transformers' SwinConfig defaults, MODEL_SPEC section 1) forward
+// Model benchmarks: Swin-T (transformers' SwinConfig defaults, docs/model.md §2) forward
 // and forward + backward at batch 1 and 8, in images/s; one Milmer training step (forward,
 // loss, backward, AdamW) at the `tiny` and `paper` presets, in samples/s.
 //

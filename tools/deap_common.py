@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-# --- DEAP layout (DATA_SPEC.md) ---------------------------------------------------------
+# --- DEAP layout (docs/data.md §3, §5) --------------------------------------------------
 SFREQ = 128
 BASELINE_SAMPLES = 3 * SFREQ  # 384: the 3 s pre-trial baseline
 WINDOW_SECONDS = 3

@@ -3,7 +3,7 @@
 
 Every fixture is the float32 PyTorch / transformers result on random weights and inputs,
 together with a float64 run of the same computation (`ref64.<name>`), so that C++ tests can
-bound their error by a multiple of PyTorch's own float32 error (ARCHITECTURE.md section 4).
+bound their error by a multiple of PyTorch's own float32 error (docs/golden.md, Tolerance rule).
 
   python3 tools/make_golden.py                       # regenerate tests/golden
   python3 tools/make_golden.py --out DIR             # somewhere else
@@ -322,7 +322,7 @@ def verify_milmer_fixture(fixture_dir: str, logits: torch.Tensor) -> None:
 def swin_configs() -> dict:
     base = ref.tiny_config()["swin"]
     # Two stages: 8x8 map with 2x2 windows of 4 (shifted), then 4x4 equal to the window, so
-    # the second stage runs unshifted (section 1, like stage 4 of Swin-T at 224). Batch 2.
+    # the second stage runs unshifted (docs/model.md §2, like stage 4 of Swin-T at 224). Batch 2.
     tiny = dict(base, image_size=16, embed_dim=8)
     # 36 / 2 -> 18x18 map: padded to 20 for window 4, patch merging pads 9 -> 10, and the
     # last stage (5x5) pads to 8; every stage has shifted blocks. Three stages, batch 2.

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """PyTorch reference implementation of the Milmer model (docs: docs/golden.md).
 
-This is the executable form of design/MODEL_SPEC.md: every module, formula and parameter name
-below follows that sheet, and the C++ library is checked against fixtures produced from it
-(tools/make_golden.py). Section numbers in comments refer to MODEL_SPEC.md.
+This is the executable form of docs/model.md: every module, formula and parameter name below
+follows that page, and the C++ library is checked against fixtures produced from it
+(tools/make_golden.py). Section numbers in comments (§N) refer to docs/model.md.
 
-Parameter names. The Milmer state dict uses the names of MODEL_SPEC section 9. The Swin part
+Parameter names. The Milmer state dict uses the names of docs/model.md §11. The Swin part
 uses the names transformers writes to disk (`save_pretrained`) and that every Hub Swin
 checkpoint has (`attention.self.query.weight`, `intermediate.dense.weight`, ...). Recent
 transformers releases rename these in memory (`attention.q_proj`, `mlp.fc1`, ...) and map
@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # --------------------------------------------------------------------------------------------
-# Configuration (section 9 format)
+# Configuration (the config file of §10)
 # --------------------------------------------------------------------------------------------
 
 # The Swin keys a config carries; anything else in a transformers config.json is ignored.
@@ -73,7 +73,7 @@ MILMER_KEYS = (
 
 
 def swin_t_dict() -> dict:
-    """Swin-T 224 (section 1); equal to transformers' SwinConfig defaults."""
+    """Swin-T 224 (§2); equal to transformers' SwinConfig defaults."""
     return {
         "image_size": 224,
         "patch_size": 4,
@@ -94,7 +94,7 @@ def swin_t_dict() -> dict:
 
 
 def paper_config() -> dict:
-    """The `paper` preset (sections 1-7)."""
+    """The `paper` preset (§9)."""
     return {
         "swin": swin_t_dict(),
         "frames": 10,
@@ -116,7 +116,7 @@ def paper_config() -> dict:
 
 
 def tiny_config() -> dict:
-    """The `tiny` preset (section 7). Must equal milmer::MilmerConfig::tiny() in config.hpp.
+    """The `tiny` preset (§9). Must equal milmer::MilmerConfig::tiny() in config.hpp.
 
     Swin: 32x32 image, 2x2 patches -> 16x16 map (stage 1, width 16, 1 head), 8x8 (stage 2,
     width 32, 2 heads); window 4 so both stages have 4 or more windows and shifted blocks.
@@ -231,7 +231,7 @@ def hf_swin_config(swin: dict, attn_implementation: str = "sdpa"):
 
 
 # --------------------------------------------------------------------------------------------
-# Parameter names (section 9)
+# Parameter names (§11)
 # --------------------------------------------------------------------------------------------
 
 # In-memory name (recent transformers) -> checkpoint name. Identity on transformers releases
@@ -322,7 +322,7 @@ def relative_position_index(window: int) -> torch.Tensor:
 
 
 def parameter_specs(cfg: dict) -> list[tuple[str, list[int]]]:
-    """Every Milmer parameter, section 9 names, in the order milmer::parameter_specs uses."""
+    """Every Milmer parameter, §11 names, in the order milmer::parameter_specs uses."""
     d, L = model_width(cfg), cfg["amil_hidden"]
     n, c, s = cfg["queries"], cfg["eeg_channels"], cfg["eeg_samples"]
     specs = swin_parameter_specs(cfg["swin"], "swin.")
@@ -394,7 +394,7 @@ def _check_same_names(by_name: dict, specs: list, what: str) -> None:
 
 
 class AMIL(nn.Module):
-    """Attention-based MIL top-K frame selection (section 2)."""
+    """Attention-based MIL top-K frame selection (§3)."""
 
     def __init__(self, d: int, hidden: int, top_k: int, detach_scores: bool):
         super().__init__()
@@ -423,7 +423,7 @@ class AMIL(nn.Module):
 
 
 class TokenCompression(nn.Module):
-    """N learnable queries cross-attend to the selected tokens (section 3)."""
+    """N learnable queries cross-attend to the selected tokens (§4)."""
 
     def __init__(self, d: int, queries: int, heads: int, dropout: float):
         super().__init__()
@@ -438,7 +438,7 @@ class TokenCompression(nn.Module):
 
 
 class EEGBranch(nn.Module):
-    """One token per channel: LayerNorm over samples, Linear, ReLU (section 4)."""
+    """One token per channel: LayerNorm over samples, Linear, ReLU (§5)."""
 
     def __init__(self, samples: int, d: int):
         super().__init__()
@@ -450,7 +450,7 @@ class EEGBranch(nn.Module):
 
 
 class Fusion(nn.Module):
-    """[CLS; visual; EEG] + type and position embeddings, post-LN encoder layers (section 5)."""
+    """[CLS; visual; EEG] + type and position embeddings, post-LN encoder layers (§6)."""
 
     def __init__(self, cfg: dict, d: int):
         super().__init__()
@@ -537,7 +537,7 @@ class Milmer(nn.Module):
         return out
 
     def canonical_state_dict(self) -> OrderedDict:
-        """Parameters (not copies) under section 9 names, in parameter_specs order."""
+        """Parameters (not copies) under §11 names, in parameter_specs order."""
         by_name = self._by_checkpoint_name()
         specs = parameter_specs(self.cfg)
         _check_same_names(by_name, specs, "Milmer")
@@ -545,7 +545,7 @@ class Milmer(nn.Module):
 
     @torch.no_grad()
     def load_canonical_state_dict(self, tensors: dict) -> None:
-        """Copies every parameter from `tensors` (section 9 names); extra buffers ignored."""
+        """Copies every parameter from `tensors` (§11 names); extra buffers ignored."""
         own = self.canonical_state_dict()
         params = {n: t for n, t in tensors.items() if not n.endswith("relative_position_index")}
         _check_same_names(params, [(n, list(p.shape)) for n, p in own.items()], "checkpoint")
@@ -563,7 +563,7 @@ def count_parameters(model: Milmer) -> OrderedDict:
 
 
 # --------------------------------------------------------------------------------------------
-# Optimiser and schedule (section 6)
+# Optimiser and schedule (§7)
 # --------------------------------------------------------------------------------------------
 
 
@@ -621,7 +621,7 @@ def random_batch(cfg: dict, batch: int, generator: torch.Generator, dtype=torch.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    ap.add_argument("--config", help="section 9 JSON config (overrides --preset)")
+    ap.add_argument("--config", help="model config JSON, docs/model.md §10 (overrides --preset)")
     ap.add_argument("--steps", type=int, default=0, help="AdamW steps on a random batch")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
