@@ -118,7 +118,7 @@ Result<Real> reference(const Options& o, const std::vector<float>& xf, const std
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options o;
   milmer::lab::CommandLine command_line("amil_topk_lab");
   command_line.option("batch", o.batch, "batch B", 1, 1000000)
@@ -172,13 +172,9 @@ int main(int argc, char** argv) {
   const auto zero_param_grads = [&] {
     for (auto* g : {&dV, &dbv, &dw}) g->zero(ctx.stream());
   };
-  try {
-    forward();
-    zero_param_grads();
-    backward();
-  } catch (const milmer::Error& err) {
-    command_line.fail(err.what());
-  }
+  forward();
+  zero_param_grads();
+  backward();
   std::printf(
       "amil_topk (%s): batch %d, frames %d, tokens %d, dim %d, hidden %d, k %d, "
       "scores %s\n",
@@ -212,4 +208,6 @@ int main(int argc, char** argv) {
   milmer::lab::report("forward", time_ms(forward, o.iters, ctx.stream()), forward_bytes);
   milmer::lab::report("backward", time_ms(backward, o.iters, ctx.stream()), backward_bytes);
   return checks.exit_code();
+} catch (...) {
+  milmer::lab::fail_on_exception();
 }

@@ -79,7 +79,7 @@ Reference<S> reference(int M, int N, int K, milmer::Epilogue e, const std::vecto
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options o;
   milmer::lab::CommandLine command_line("gemm_lab");
   command_line.option("rows", o.rows, "M: rows of x (tokens)", 1, 1000000)
@@ -154,4 +154,6 @@ int main(int argc, char** argv) {
   milmer::lab::report("linear_backward", time_ms(backward, o.iters, ctx.stream()), bwd_bytes,
                       4 * mn * K);
   return checks.exit_code();
+} catch (...) {
+  milmer::lab::fail_on_exception();
 }

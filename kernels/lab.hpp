@@ -11,9 +11,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <initializer_list>
 #include <limits>
+#include <new>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -27,9 +29,29 @@
 
 namespace milmer::lab {
 
+// A program's name and its usage lines.
+struct Usage {
+  std::string program, lines;
+};
+
+// The usage of the command line parsed last (kept here: a main's handler runs after its
+// command line is gone).
+inline Usage& parsed_usage() {
+  static Usage usage;
+  return usage;
+}
+
+// "<program>: <why>" and the usage on stderr; exit status 2.
+[[noreturn]] inline void usage_error(const Usage& usage, const std::string& why) {
+  std::fprintf(stderr, "%s: %s\n%s", usage.program.c_str(), why.c_str(), usage.lines.c_str());
+  std::exit(2);
+}
+
 // "--name value" options, each bound to a variable whose initial value is the default. Any
 // error (unknown option, missing or malformed value, value out of range) prints the program's
-// name, what was wrong and the usage to stderr, and exits with status 2.
+// name, what was wrong and the usage to stderr, and exits with status 2. So do sizes that
+// are each in range but that a launcher refuses together, or that need more memory than there
+// is: a lab's main is a function-try-block whose handler calls fail_on_exception().
 class CommandLine {
  public:
   explicit CommandLine(std::string program) : program_(std::move(program)) {}
@@ -66,6 +88,7 @@ class CommandLine {
   }
 
   void parse(int argc, char** argv) const {
+    parsed_usage() = usage();
     for (int a = 1; a < argc; a += 2) {
       const Option* option = nullptr;
       for (const auto& o : options_)
@@ -79,13 +102,16 @@ class CommandLine {
   }
 
   // For checks that involve several options, or arguments a launcher rejected.
-  [[noreturn]] void fail(const std::string& why) const {
-    std::fprintf(stderr, "%s: %s\nusage: %s [--option value]...\n", program_.c_str(), why.c_str(),
-                 program_.c_str());
-    for (const auto& o : options_)
-      std::fprintf(stderr, "  %-12s %s (%s, default %s)\n", o.flag.c_str(), o.help.c_str(),
-                   o.expected.c_str(), o.fallback.c_str());
-    std::exit(2);
+  [[noreturn]] void fail(const std::string& why) const { usage_error(usage(), why); }
+
+  Usage usage() const {
+    Usage u{program_, str("usage: ", program_, " [--option value]...\n")};
+    for (const auto& o : options_) {
+      char flag[64];
+      std::snprintf(flag, sizeof flag, "  %-12s ", o.flag.c_str());
+      u.lines += str(flag, o.help, " (", o.expected, ", default ", o.fallback, ")\n");
+    }
+    return u;
   }
 
  private:
@@ -118,6 +144,22 @@ class CommandLine {
   std::string program_;
   std::vector<Option> options_;
 };
+
+// The handler of a lab's main (a function-try-block): the exception that ended it, as a usage
+// error of the command line parsed last (status 2), never an abort.
+[[noreturn]] inline void fail_on_exception() {
+  std::string why;
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    why = "the sizes given need more host memory than there is";
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+    why = "an unknown exception";
+  }
+  usage_error(parsed_usage(), why);
+}
 
 // A CUDA event that is destroyed with its scope (also when a timed call throws).
 class Event {

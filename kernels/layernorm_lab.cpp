@@ -71,7 +71,7 @@ void reference(const Options& o, const std::vector<float>& x, const std::vector<
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options o;
   milmer::lab::CommandLine command_line("layernorm_lab");
   command_line.option("rows", o.rows, "rows R", 1)
@@ -144,4 +144,6 @@ int main(int argc, char** argv) {
   milmer::lab::report("forward", milmer::lab::time_ms(forward, o.iters, ctx.stream()), fwd_bytes);
   milmer::lab::report("backward", milmer::lab::time_ms(backward, o.iters, ctx.stream()), bwd_bytes);
   return checks.exit_code();
+} catch (...) {
+  milmer::lab::fail_on_exception();
 }

@@ -110,7 +110,7 @@ std::vector<float> columns(const std::vector<float>& m, std::size_t rows, std::s
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options o;
   milmer::lab::CommandLine command_line("mha_attention_lab");
   command_line.option("batch", o.batch, "batch B", 1, 1000000)
@@ -163,12 +163,8 @@ int main(int argc, char** argv) {
         milmer::view(static_cast<const float*>(lse.data()), {B, std::int64_t(c.heads), Lq}),
         c.heads, c.dropout, c.seed, c.offset);
   };
-  try {
-    forward();
-    backward();
-  } catch (const milmer::Error& e) {
-    command_line.fail(e.what());
-  }
+  forward();
+  backward();
   std::printf(
       "mha_attention (%s): batch %d, Lq %d, Lk %d, dim %d, heads %d (head_dim %d), "
       "dropout %.2f, %s\n",
@@ -209,4 +205,6 @@ int main(int argc, char** argv) {
   milmer::lab::report("backward", time_ms(backward, o.iters, ctx.stream()), backward_bytes,
                       backward_flops);
   return checks.exit_code();
+} catch (...) {
+  milmer::lab::fail_on_exception();
 }

@@ -91,7 +91,7 @@ Reference<S> reference(int rows, int width, float p, const std::vector<bool>& ke
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options o;
   milmer::lab::CommandLine command_line("residual_layernorm_lab");
   command_line.option("rows", o.rows, "rows R (tokens)", 1, 100000000)
@@ -170,12 +170,8 @@ int main(int argc, char** argv) {
         ctx, milmer::view(dbranch_bias.data(), {W}), const_view(dbranch, {R, W}),
         milmer::view(bias_scratch.data(), {static_cast<std::int64_t>(bias_scratch.size())}));
   };
-  try {
-    forward();
-    backward();
-  } catch (const milmer::Error& e) {
-    command_line.fail(e.what());
-  }
+  forward();
+  backward();
 
   const int parts = milmer::residual_layernorm_backward_parts(R, W);
   std::printf("residual_layernorm (%s): rows %lld, width %lld, dropout %g\n", milmer::target_name(),
@@ -221,4 +217,6 @@ int main(int argc, char** argv) {
   report("separate backward", time_ms(composed_backward, o.iters, ctx.stream()),
          composed_backward_bytes);
   return checks.exit_code();
+} catch (...) {
+  milmer::lab::fail_on_exception();
 }

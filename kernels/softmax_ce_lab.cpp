@@ -62,7 +62,7 @@ Reference<S> reference(int B, int C, const std::vector<float>& logits,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options o;
   milmer::lab::CommandLine command_line("softmax_ce_lab");
   command_line.option("batch", o.batch, "rows B of logits", 1, 100000000)
@@ -117,4 +117,6 @@ int main(int argc, char** argv) {
   milmer::lab::report("forward", time_ms([&] { train(labels); }, o.iters, ctx.stream()), bytes);
   milmer::lab::report("forward_only", time_ms([&] { eval(labels); }, o.iters, ctx.stream()), bytes);
   return checks.exit_code();
+} catch (...) {
+  milmer::lab::fail_on_exception();
 }

@@ -28,7 +28,7 @@ struct Options {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   Options o;
   milmer::lab::CommandLine command_line("window_attention_lab");
   command_line.option("batch", o.batch, "images B", 1, 1000000)
@@ -87,12 +87,8 @@ int main(int argc, char** argv) {
     milmer::window_attention_backward<float>(ctx, dqkv_v, d_table_v, workspace_v, dout_v, qkv_v,
                                              table_v, lse_v, z.heads, z.window, z.shift);
   };
-  try {
-    forward();
-    backward();
-  } catch (const milmer::Error& e) {
-    command_line.fail(e.what());
-  }
+  forward();
+  backward();
 
   const milmer::kernels::WindowAttentionShape shape{
       z.batch, z.height,   z.width,  z.padded_height(), z.padded_width(),
@@ -142,4 +138,6 @@ int main(int argc, char** argv) {
   milmer::lab::report("backward", time_ms(backward, o.iters, ctx.stream()), backward_bytes,
                       backward_flops);
   return checks.exit_code();
+} catch (...) {
+  milmer::lab::fail_on_exception();
 }
