@@ -94,10 +94,11 @@ inline io::TensorMap run_milmer(const MilmerConfig& cfg, const io::SafetensorsFi
       floats(inputs, "frames", io::Shape{B, cfg.frames, cfg.swin.num_channels, img, img});
   const auto eeg = floats(inputs, "eeg", io::Shape{B, cfg.eeg_channels, cfg.eeg_samples});
   const auto labels64 = inputs.values<std::int64_t>("labels", io::Shape{B});
-  std::vector<int> labels(labels64.begin(), labels64.end());
+  // Checked as read (int64), before the narrowing: 2^32 must not become class 0.
   for (int i = 0; i < B; ++i)
-    check(labels[i] >= 0 && labels[i] < cfg.classes, "inputs " + inputs.path,
+    check(labels64[i] >= 0 && labels64[i] < cfg.classes, "inputs " + inputs.path,
           str("labels[", i, "]"), str("a class in [0, ", cfg.classes, ")"), str(labels64[i]));
+  const std::vector<int> labels(labels64.begin(), labels64.end());
   check(steps >= 0, "milmer-parity", "--steps", ">= 0", str(steps));
 
   Context ctx;
