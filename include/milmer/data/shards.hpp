@@ -559,6 +559,13 @@ class Dataset {
                     str(d.frames, "x", d.height, "x", d.width, ", EEG ", d.eeg_channels, "x",
                         d.eeg_samples));
       }
+      // One shard per participant: a second file of one (a copy, a renamed file) would be
+      // counted as another participant, its samples twice.
+      for (const auto& other : ds.shards_)
+        if (other->header().participant == shard->header().participant)
+          throw Error(p.string(), "participant", "a participant of no other shard",
+                      str(shard->header().participant, ", the participant of ",
+                          other->path().string(), " too"));
       for (std::size_t i = 0; i < shard->size(); ++i)
         ds.index_.push_back(
             {static_cast<std::uint32_t>(ds.shards_.size()), static_cast<std::uint32_t>(i)});
