@@ -1,6 +1,7 @@
 // Helpers shared by the example programs (milmer-train, milmer-infer) that need no model:
-// classification metrics, a progress bar, time formatting, a log file, JSON output and the
-// metadata of a safetensors checkpoint read without its tensors.
+// classification metrics, a progress bar, time formatting, a log file, JSON output, a run
+// directory's lock, and the metadata of a safetensors checkpoint read without its tensors
+// (each entry read as a checked value).
 //
 // Metric conventions (tests/test_metrics.cpp checks them against hand-computed cases):
 // - confusion[t][p] counts samples of true class t predicted as p.
@@ -14,13 +15,18 @@
 // - accuracy = trace / samples; every metric of an empty set is 0.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -312,6 +318,64 @@ inline void write_json_file(const std::filesystem::path& path, const Json& j) {
   io::write_text_file(path, j.dump(2) + "\n");
 }
 
+// One process at a time in a run directory: an advisory lock (flock) on DIR/.lock, which
+// holds the owner's process id while it runs. The kernel drops the lock when its owner ends,
+// however it ends, so a lock file that still names a process but that nobody holds was left by
+// a run that was killed: it is taken over (stale_owner() says whose it was). A normal end
+// empties the file.
+class RunDirLock {
+ public:
+  RunDirLock(const std::filesystem::path& dir, const std::string& program) : path_(dir / ".lock") {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      throw Error(program, "--out",
+                  str("a run directory where ", path_.string(), " can be created"),
+                  std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      const std::string owner = read_owner();
+      ::close(fd_);
+      fd_ = -1;
+      if (err != EWOULDBLOCK)
+        throw Error(program, "--out", str("a lock on ", path_.string()), std::strerror(err));
+      throw Error(
+          program, "--out", "a run directory that no other run is using",
+          str(dir.string(), ", in use by ",
+              owner.empty() ? std::string("another process") : "process " + owner, " (it holds ",
+              path_.string(), "; wait for it to end, or use another --out)"));
+    }
+    stale_owner_ = read_owner();
+    const std::string pid = str(::getpid(), "\n");
+    if (::ftruncate(fd_, 0) != 0 ||
+        ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+      throw Error(program, "--out", str("a writable ", path_.string()), std::strerror(errno));
+  }
+  ~RunDirLock() {
+    if (fd_ < 0) return;
+    [[maybe_unused]] const int emptied = ::ftruncate(fd_, 0);
+    ::close(fd_);  // releases the lock
+  }
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+  // The process id a killed run left in the lock file; empty when the last run ended normally.
+  const std::string& stale_owner() const { return stale_owner_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::string read_owner() const {
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    std::string id(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+    return id;
+  }
+
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::string stale_owner_;
+};
+
 // The "__metadata__" strings of a safetensors file, read from its header only (a
 // checkpoint's tensors can be hundreds of MB; the trainer needs its metadata before it
 // builds the model). Malformed files are errors naming the file.
@@ -355,6 +419,49 @@ inline const std::string& metadata_field(const std::map<std::string, std::string
   check(it != meta.end(), "checkpoint " + file, "metadata",
         str("a '", key, "' entry (a checkpoint written by milmer-train)"), "none");
   return it->second;
+}
+
+// A metadata entry read as a value: a malformed one is an error naming the entry and the
+// file (what the entry holds, abridged), never a bare parser message.
+inline std::string quoted_excerpt(const std::string& text) {
+  constexpr std::size_t kMax = 60;
+  return "'" + (text.size() <= kMax ? text : text.substr(0, kMax) + "...") + "'";
+}
+
+inline std::int64_t metadata_int(const std::map<std::string, std::string>& meta,
+                                 const std::string& key, const std::string& file, std::int64_t lo,
+                                 std::int64_t hi) {
+  const std::string& text = metadata_field(meta, key, file);
+  std::int64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  check(ec == std::errc() && ptr == end && !text.empty() && value >= lo && value <= hi,
+        "checkpoint " + file, "metadata '" + key + "'", str("an integer in [", lo, ", ", hi, "]"),
+        quoted_excerpt(text));
+  return value;
+}
+
+inline double metadata_double(const std::map<std::string, std::string>& meta,
+                              const std::string& key, const std::string& file) {
+  const std::string& text = metadata_field(meta, key, file);
+  double value = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  check(ec == std::errc() && ptr == end && !text.empty() && std::isfinite(value),
+        "checkpoint " + file, "metadata '" + key + "'", "a finite number", quoted_excerpt(text));
+  return value;
+}
+
+template <class J = Json>
+J metadata_json(const std::map<std::string, std::string>& meta, const std::string& key,
+                const std::string& file) {
+  const std::string& text = metadata_field(meta, key, file);
+  try {
+    return J::parse(text);
+  } catch (const typename J::parse_error& e) {
+    throw Error("checkpoint " + file, "metadata '" + key + "'", "JSON (as milmer-train writes it)",
+                str(quoted_excerpt(text), ", which is not JSON (at byte ", e.byte, ")"));
+  }
 }
 
 }  // namespace milmer::examples

@@ -3,9 +3,13 @@
 // and evaluating a list of samples (loss, predictions, metrics).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -18,40 +22,60 @@
 
 namespace milmer::examples {
 
+// The largest --batch the programs take: far above what memory allows at the paper's size,
+// and small enough that no count of images or tokens derived from it overflows.
+constexpr int kMaxBatch = 4096;
+
+// The model config of a milmer-train checkpoint, read from its metadata; the entries
+// Milmer::load_checkpoint reads itself ('config', 'step') are checked here first, so a
+// corrupt one is an error naming the entry and the file.
+inline MilmerConfig checkpoint_config(const std::map<std::string, std::string>& meta,
+                                      const std::string& file) {
+  metadata_int(meta, "step", file, 0, std::numeric_limits<std::int64_t>::max());
+  return MilmerConfig::from_json(metadata_json<io::json>(meta, "config", file),
+                                 str("checkpoint ", file, ": metadata 'config'"));
+}
+
 // ---------------------------------------------------------------------------------------
 // Shards against the model config.
 
-// The frame size must equal swin.image_size: a Swin encoder is built for one image size
-// (resizing frames here would silently train on something the paper's model never sees).
-// Frames: the model takes `frames` evenly spaced frames of the shard's F (all of them when
-// equal; see frame_selection), so a config may not ask for more than the shards hold.
-// EEG: with adopt_eeg_shape (a preset: it fixes the architecture, not the input sizes) the
-// config takes C and S from the shards; a config file must match them.
-inline void match_config_to_data(MilmerConfig& cfg, const data::Dataset& ds, bool adopt_eeg_shape) {
+// Every model dimension the shards also have, checked before a model is built, so a config
+// that does not fit the data is an error naming the config field, what the config says and
+// what the shards hold (`source` names the config: a file, a preset, a checkpoint's).
+// - swin.num_channels: shard frames are RGB, so 3.
+// - swin.image_size: the (square) frame size; a Swin encoder is built for one image size, and
+//   resizing here would silently train on something the paper's model never sees.
+// - frames: the model takes `frames` evenly spaced frames of the shard's F (all of them when
+//   equal; see frame_selection), so a config may not ask for more than the shards hold.
+// - eeg_channels, eeg_samples: with adopt_data_shape (a preset: it fixes the architecture, not
+//   the input sizes) the config takes them from the shards, and caps frames (and top_k) at
+//   the shards' F; a config file must match them.
+// (classes comes from the label scheme, not from the shards: the callers check it.)
+inline void match_config_to_data(MilmerConfig& cfg, const data::Dataset& ds, bool adopt_data_shape,
+                                 const std::string& source) {
   const data::ShardDims& d = ds.dims();
   const std::string file = ds.shard(0).path().string();
   check(d.height == d.width, file, "frame size", "square frames", str(d.height, "x", d.width));
-  if (static_cast<int>(d.height) != cfg.swin.image_size)
-    throw Error(file, "frame size",
-                str(cfg.swin.image_size, "x", cfg.swin.image_size,
-                    " (the model's swin.image_size; prepare the shards with tools/prepare_deap.py "
-                    "--frame-size ",
-                    cfg.swin.image_size, ", or use a model built for this size)"),
-                str(d.height, "x", d.width));
-  if (adopt_eeg_shape) {
+  auto field = [&](const char* name, std::int64_t says, std::int64_t holds, const std::string& what,
+                   const std::string& fix = "") {
+    if (says != holds)
+      throw Error(source, name, str(holds, " (", what, " in ", file, fix, ")"), str(says));
+  };
+  field("swin.num_channels", cfg.swin.num_channels, 3, "channels of the shards' RGB frames");
+  field("swin.image_size", cfg.swin.image_size, d.height,
+        str("the shards' frame size, ", d.height, "x", d.width),
+        str("; or prepare shards for this model with tools/prepare_deap.py --frame-size ",
+            cfg.swin.image_size));
+  if (adopt_data_shape) {
     cfg.frames = std::min(cfg.frames, static_cast<int>(d.frames));
     cfg.top_k = std::min(cfg.top_k, cfg.frames);
     cfg.eeg_channels = static_cast<int>(d.eeg_channels);
     cfg.eeg_samples = static_cast<int>(d.eeg_samples);
   } else {
-    check(cfg.frames <= static_cast<int>(d.frames), file, "frames per sample",
-          str("at least the config's ", cfg.frames, " frames"), str(d.frames));
-    check(static_cast<int>(d.eeg_channels) == cfg.eeg_channels &&
-              static_cast<int>(d.eeg_samples) == cfg.eeg_samples,
-          file, "EEG shape",
-          str(cfg.eeg_channels, " channels x ", cfg.eeg_samples,
-              " samples (the config's eeg_channels x eeg_samples)"),
-          str(d.eeg_channels, " x ", d.eeg_samples));
+    check(cfg.frames <= static_cast<int>(d.frames), source, "frames",
+          str("at most ", d.frames, " (the frames per sample in ", file, ")"), str(cfg.frames));
+    field("eeg_channels", cfg.eeg_channels, d.eeg_channels, "the EEG channels per sample");
+    field("eeg_samples", cfg.eeg_samples, d.eeg_samples, "the EEG samples per channel");
   }
   cfg.validate("model config for " + file);
 }
@@ -83,13 +107,16 @@ struct Protocol {
                 {"participant", participant},
                 {"split_seed", split_seed}};
   }
-  static Protocol from_json(const io::json& j) {
+  // source names where j came from (a checkpoint's metadata) for the errors.
+  static Protocol from_json(const io::json& j, const std::string& source) {
     Protocol p;
-    p.name = j.at("name").get<std::string>();
-    p.fold = j.at("fold").get<int>();
-    p.folds = j.at("folds").get<int>();
-    p.participant = j.at("participant").get<int>();
-    p.split_seed = j.at("split_seed").get<std::uint64_t>();
+    p.name = io::as_string(io::get_field(j, "name", source), "name", source);
+    p.fold = io::get_int(j, "fold", source);
+    p.folds = io::get_int(j, "folds", source);
+    p.participant = io::get_int(j, "participant", source);
+    const io::json& seed = io::get_field(j, "split_seed", source);
+    check(seed.is_number_unsigned(), source, "split_seed", "an integer >= 0", io::json_type(seed));
+    p.split_seed = seed.get<std::uint64_t>();
     return p;
   }
 };
@@ -212,7 +239,8 @@ inline void upload_batch(Context& ctx, Milmer& model, HostBatch& b, int n) {
   const std::size_t per_eeg =
       static_cast<std::size_t>(c.eeg_channels) * static_cast<std::size_t>(c.eeg_samples);
   check(b.selection.size() == model_frames &&
-            b.per_frame == std::size_t{3} * static_cast<std::size_t>(c.swin.image_size) *
+            b.per_frame == static_cast<std::size_t>(c.swin.num_channels) *
+                               static_cast<std::size_t>(c.swin.image_size) *
                                static_cast<std::size_t>(c.swin.image_size) &&
             b.eeg.size() >= count * per_eeg && b.labels.size() >= count,
         "upload_batch", "batch", str(n, " samples of the model's input sizes"),
@@ -250,6 +278,26 @@ inline std::vector<float> download_logits(Context& ctx, const Milmer& model, int
 }
 
 // ---------------------------------------------------------------------------------------
+// Non-finite values.
+
+// A value that must be finite was not (a diverged training step; weights or inputs whose
+// values overflow): which value, and where.
+class NonFinite : public Error {
+ public:
+  using Error::Error;
+};
+
+inline bool all_finite(std::span<const float> values) {
+  return std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); });
+}
+
+inline std::string describe_sample(const data::Dataset& ds, std::size_t i) {
+  const data::SampleInfo& s = ds.info(i);
+  return str("sample ", i, " (participant ", s.participant, ", trial ", s.trial, ", window ",
+             s.window, ")");
+}
+
+// ---------------------------------------------------------------------------------------
 // Evaluation.
 
 struct Evaluation {
@@ -261,6 +309,7 @@ struct Evaluation {
 
 // Evaluation-mode forward (no dropout, no drop-path) over `indices` in the order given,
 // batches of up to the model's capacity. progress(done, total) is called after each batch.
+// Non-finite logits or loss throw NonFinite naming the first sample concerned.
 inline Evaluation evaluate(Context& ctx, Milmer& model, const data::Dataset& ds,
                            const std::vector<std::size_t>& indices, data::LabelScheme scheme,
                            const std::function<void(std::size_t, std::size_t)>& progress = {}) {
@@ -285,16 +334,26 @@ inline Evaluation evaluate(Context& ctx, Milmer& model, const data::Dataset& ds,
     upload_batch(ctx, model, hb, b);
     model.forward(ctx, b, false, 0);
     model.loss(ctx, b, std::span<const int>(hb.labels.data(), n));
-    loss_sum += static_cast<double>(model.read_loss(ctx)) * static_cast<double>(n);
+    const float batch_loss = model.read_loss(ctx);
     const std::vector<float> logits = download_logits(ctx, model, b);
+    const std::size_t first = ev.truth.size();
     for (std::size_t j = 0; j < n; ++j) {
       const auto row = std::span<const float>(logits).subspan(j * static_cast<std::size_t>(classes),
                                                               static_cast<std::size_t>(classes));
+      if (!all_finite(row))
+        throw NonFinite(
+            "evaluate", "logits", "finite values",
+            str(*std::find_if(row.begin(), row.end(), [](float v) { return !std::isfinite(v); }),
+                " for ", describe_sample(ds, indices[first + j])));
       const int pred = argmax(row);
       cm.add(hb.labels[j], pred);
       ev.truth.push_back(hb.labels[j]);
       ev.predicted.push_back(pred);
     }
+    if (!std::isfinite(batch_loss))
+      throw NonFinite("evaluate", "loss", "a finite value",
+                      str(batch_loss, " on the batch from ", describe_sample(ds, indices[first])));
+    loss_sum += static_cast<double>(batch_loss) * static_cast<double>(n);
     ev.logits.insert(ev.logits.end(), logits.begin(), logits.end());
     if (progress) progress(ev.truth.size(), indices.size());
   }

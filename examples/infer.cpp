@@ -4,7 +4,9 @@
 //   milmer-infer --checkpoint RUN/checkpoint.safetensors --data SHARDS --sample 17 [--json]
 //
 // The model config comes from the checkpoint's metadata ("config"); the label scheme from
-// its "labels" unless --labels names another scheme with as many classes.
+// its "labels" unless --labels names another scheme with as many classes. --split test/train
+// rebuild the training run's split and refuse shards that do not hold its samples (the
+// split fingerprint stored in the checkpoint); non-finite outputs are an error.
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -12,6 +14,7 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +35,7 @@ namespace {
 
 struct Args {
   std::string checkpoint, data_dir, labels, split = "all";
-  std::int64_t sample = -1;
+  std::optional<std::int64_t> sample;
   int batch = 14;
   bool json = false;
   int threads = 0;
@@ -42,9 +45,7 @@ struct Args {
 int run(const Args& a) {
   const std::string ck = a.checkpoint;
   const auto meta = read_safetensors_metadata(ck);
-  MilmerConfig cfg = MilmerConfig::from_json(
-      io::parse_json(metadata_field(meta, "config", ck), "checkpoint " + ck + ": config"),
-      "checkpoint " + ck + ": config");
+  MilmerConfig cfg = checkpoint_config(meta, ck);
   const auto labels_it = meta.find("labels");
   const std::string trained_labels = labels_it != meta.end() ? labels_it->second : "";
   const std::string labels = !a.labels.empty() ? a.labels : trained_labels;
@@ -57,22 +58,34 @@ int run(const Args& a) {
   const std::vector<std::string> names = data::class_names(scheme);
 
   const data::Dataset ds = data::Dataset::open_dir(a.data_dir, {.verify_checksum = !a.no_verify});
-  match_config_to_data(cfg, ds, false);
+  match_config_to_data(cfg, ds, false, str("checkpoint ", ck, ": metadata 'config'"));
 
   std::vector<std::size_t> indices;
   std::string split_description = "every sample of the shards";
-  if (a.sample >= 0) {
-    check(static_cast<std::size_t>(a.sample) < ds.size(), "milmer-infer", "--sample",
-          str("0 .. ", ds.size() - 1, " (samples in ", a.data_dir, ")"), str(a.sample));
-    indices = {static_cast<std::size_t>(a.sample)};
-    split_description = str("sample ", a.sample);
+  if (a.sample) {
+    check(*a.sample >= 0 && static_cast<std::size_t>(*a.sample) < ds.size(), "milmer-infer",
+          "--sample", str("0 .. ", ds.size() - 1, " (samples in ", a.data_dir, ")"),
+          str(*a.sample));
+    indices = {static_cast<std::size_t>(*a.sample)};
+    split_description = str("sample ", *a.sample);
   } else if (a.split == "all") {
     for (std::size_t i = 0; i < ds.size(); ++i) indices.push_back(i);
   } else {
     // The training run's split, rebuilt from its protocol (stratified on its label scheme).
-    const Protocol protocol = Protocol::from_json(
-        io::parse_json(metadata_field(meta, "protocol", ck), "checkpoint " + ck + ": protocol"));
+    // The fingerprint of its samples must be the one the run stored: other shards (or the
+    // same ones re-prepared differently) would give a split the model was never tested on.
+    const Protocol protocol = Protocol::from_json(metadata_json<io::json>(meta, "protocol", ck),
+                                                  str("checkpoint ", ck, ": metadata 'protocol'"));
     const auto ps = make_split(ds, protocol, data::parse_label_scheme(trained_labels));
+    const std::string run_source = str("checkpoint ", ck, ": metadata 'run'");
+    const io::json run = metadata_json<io::json>(meta, "run", ck);
+    const std::string trained = io::as_string(io::get_field(run, "split_fingerprint", run_source),
+                                              "split_fingerprint", run_source);
+    const std::string here = split_fingerprint(ds, ps.split);
+    check(here == trained, str("milmer-infer --split ", a.split), "--data",
+          str("the shards the checkpoint was trained on (split fingerprint ", trained,
+              "); evaluate other shards with --split all"),
+          str(a.data_dir, ", whose split has fingerprint ", here));
     indices = a.split == "test" ? ps.split.test : ps.split.train;
     split_description = str("the ", a.split, " side of ", ps.description);
   }
@@ -82,9 +95,17 @@ int run(const Args& a) {
   const int batch = static_cast<int>(std::min<std::size_t>(a.batch, indices.size()));
   Milmer model(ctx, cfg, batch);
   model.load_checkpoint(ctx, ck);
-  const Evaluation ev = evaluate(ctx, model, ds, indices, scheme);
+  Evaluation ev;
+  try {
+    ev = evaluate(ctx, model, ds, indices, scheme);
+  } catch (const NonFinite& e) {
+    throw NonFinite(str("milmer-infer: ", ck, " on ", a.data_dir), e.argument(), e.expected(),
+                    str(e.got(),
+                        " (the checkpoint's weights or the shards' values overflow: "
+                        "no usable result)"));
+  }
 
-  if (a.sample >= 0) {
+  if (a.sample) {
     const data::SampleInfo& info = ds.info(indices[0]);
     const std::span<const float> logits(ev.logits);
     const std::vector<double> prob = softmax(logits);
@@ -94,7 +115,7 @@ int run(const Args& a) {
       for (std::size_t c = 0; c < names.size(); ++c) probs[names[c]] = prob[c];
       Json j{{"checkpoint", ck},
              {"data", a.data_dir},
-             {"sample", a.sample},
+             {"sample", *a.sample},
              {"participant", info.participant},
              {"trial", info.trial},
              {"window", info.window},
@@ -107,7 +128,7 @@ int run(const Args& a) {
       std::printf("%s\n", j.dump(2).c_str());
     } else {
       std::printf("sample %lld: participant %d, trial %d, window %d; true class %s\n",
-                  static_cast<long long>(a.sample), info.participant, info.trial, info.window,
+                  static_cast<long long>(*a.sample), info.participant, info.trial, info.window,
                   names[static_cast<std::size_t>(ev.truth[0])].c_str());
       std::printf("predicted: %s\n", names[static_cast<std::size_t>(pred)].c_str());
       for (std::size_t c = 0; c < names.size(); ++c)
@@ -153,18 +174,20 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint", a.checkpoint, "checkpoint.safetensors written by milmer-train")
       ->required();
   app.add_option("--data", a.data_dir, "directory of *.shard files")->required();
-  app.add_option("--sample", a.sample,
-                 "classify one sample: its index in the shards (sorted by file, then record)");
+  auto* sample =
+      app.add_option("--sample", a.sample,
+                     "classify one sample: its index in the shards (sorted by file, then record)");
   app.add_option("--split", a.split,
                  "all samples, or the test / train side of the checkpoint's training protocol")
       ->check(CLI::IsMember({"all", "test", "train"}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->excludes(sample);
   app.add_option("--labels", a.labels,
                  "label scheme (default: the checkpoint's; must have as many classes)")
       ->check(CLI::IsMember(
           {"deap4", "deap2-valence", "deap2-arousal", "deap3-valence", "deap3-arousal"}));
   app.add_option("--batch", a.batch, "evaluation batch size")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1, kMaxBatch))
       ->capture_default_str();
   app.add_flag("--json", a.json, "machine-readable output (JSON on stdout)");
   app.add_option("--threads", a.threads, "host target: emulator and OpenBLAS threads (0: all)")

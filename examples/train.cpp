@@ -8,9 +8,13 @@
 // continues a stopped or killed run from its last checkpoint; the result equals an
 // uninterrupted run's because every random choice is a function of the seed and the
 // epoch (sample order) or the step (dropout, drop-path), never of the process's history.
+// A non-finite loss or gradient norm stops the run before the update it would poison: the
+// last checkpoint stays, and metrics.json says complete: false and why. One run at a time
+// per RUN (a lock file, RUN/.lock).
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +26,7 @@
 #include "common.hpp"
 #include "evaluation.hpp"
 #include "milmer/data/shards.hpp"
+#include "milmer/kernels/adamw.hpp"
 #include "milmer/models/milmer.hpp"
 
 #if MILMER_TARGET_HOST
@@ -123,12 +128,49 @@ void check_same_run(const Json& saved, const Json& now, const fs::path& ckpt) {
   }
 }
 
-Json parse_ordered(const std::string& text, const fs::path& file) {
-  try {
-    return Json::parse(text);
-  } catch (const Json::parse_error& e) {
-    throw Error("checkpoint " + file.string(), "metadata", "valid JSON", e.what());
+// The global L2 norm of every gradient (encoder and the rest), computed on the device
+// (global_grad_norm: deterministic, no atomics); one 8-byte read back per step.
+class GradNorm {
+ public:
+  GradNorm() : norms_(2), scratch_(kernels::kGradNormMaxBlocks) {}
+  double operator()(Context& ctx, Milmer& model) {
+    const auto scratch = view(scratch_.data(), {kernels::kGradNormMaxBlocks});
+    ParameterSet* sets[2] = {&model.swin().params(), &model.params()};
+    for (int i = 0; i < 2; ++i)
+      global_grad_norm(ctx, view(norms_.data() + i, {1}), scratch,
+                       view<const float>(sets[i]->grads(), {std::int64_t(sets[i]->size())}));
+    float norms[2] = {};
+    norms_.download(norms, 2, ctx.stream());
+    return std::hypot(double(norms[0]), double(norms[1]));
   }
+
+ private:
+  DeviceBuffer<float> norms_, scratch_;
+};
+
+// Files a killed write leaves in the run directory: io::write_safetensors's
+// ".NAME.tmp.XXXXXX" beside the checkpoint, io::write_text_file's "NAME.tmp" beside
+// metrics.json and config.json. Only the holder of the run's lock writes there, so the holder
+// removes them; returns one line per file removed.
+std::vector<std::string> remove_interrupted_writes(const fs::path& out, const fs::path& ckpt) {
+  std::vector<std::string> removed;
+  const std::string ckpt_tmp = "." + ckpt.filename().string() + ".tmp.";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(out, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(ckpt_tmp) && name != "metrics.json.tmp" && name != "config.json.tmp")
+      continue;
+    std::error_code rm;
+    fs::remove(entry.path(), rm);
+    removed.push_back(rm ? str("  could not remove ", entry.path().string(),
+                               " (left by an "
+                               "interrupted write): ",
+                               rm.message())
+                         : str("  removed ", entry.path().string(),
+                               " (left by an interrupted write; the files it was to replace are "
+                               "whole)"));
+  }
+  return removed;
 }
 
 struct EpochRecord {
@@ -153,30 +195,46 @@ class Trainer {
     cfg_ = a_.config_path.empty()
                ? (a_.preset == "paper" ? MilmerConfig::paper() : MilmerConfig::tiny())
                : MilmerConfig::load(a_.config_path);
+    const std::string source =
+        a_.config_path.empty() ? "preset " + a_.preset : "config " + a_.config_path;
+    if (!a_.config_path.empty())
+      check(cfg_.classes == data::num_classes(scheme_), source, "classes",
+            str(data::num_classes(scheme_), " (the classes of --labels ", a_.labels, ")"),
+            str(cfg_.classes));
     cfg_.classes = data::num_classes(scheme_);
-    match_config_to_data(cfg_, *ds_, a_.config_path.empty());
+    match_config_to_data(cfg_, *ds_, a_.config_path.empty(), source);
     split_ = make_split(*ds_, a_.protocol, scheme_);
     check(!split_.split.train.empty(), "milmer-train", "training split", "at least one sample",
           "none");
     fingerprint_ = split_fingerprint(*ds_, split_.split);
     identity_ = run_identity(a_, cfg_, fingerprint_);
 
+    fs::create_directories(out_);
+    lock_ = std::make_unique<RunDirLock>(out_, "milmer-train");
     std::map<std::string, std::string> saved_meta;
     const bool have_ckpt = fs::exists(ckpt_);
     if (have_ckpt && !a_.resume)
       throw Error("milmer-train", "--out",
                   str("a directory without a checkpoint, or --resume to continue the run in it"),
                   str(out_.string(), " (has ", ckpt_.filename().string(), ")"));
+    if (!have_ckpt && a_.resume)
+      throw Error("milmer-train", "--resume",
+                  str("a checkpoint to continue from, ", ckpt_.string()),
+                  str("none in ", out_.string(), " (leave out --resume to start a new run)"));
+    const std::string ck = ckpt_.string();
     if (have_ckpt) {
       saved_meta = read_safetensors_metadata(ckpt_);
-      check(metadata_field(saved_meta, "format", ckpt_.string()) == kCheckpointFormat,
-            "checkpoint " + ckpt_.string(), "format", kCheckpointFormat, saved_meta.at("format"));
-      check_same_run(parse_ordered(metadata_field(saved_meta, "run", ckpt_.string()), ckpt_),
-                     identity_, ckpt_);
+      check(metadata_field(saved_meta, "format", ck) == kCheckpointFormat, "checkpoint " + ck,
+            "format", kCheckpointFormat, saved_meta.at("format"));
+      check_same_run(metadata_json(saved_meta, "run", ck), identity_, ckpt_);
+      checkpoint_config(saved_meta, ck);
     }
 
-    fs::create_directories(out_);
     log_ = RunLog(out_ / "train.log");
+    if (!lock_->stale_owner().empty())
+      notes_.push_back(str("  took over ", lock_->path().string(), " from process ",
+                           lock_->stale_owner(), ", which ended without releasing it (killed?)"));
+    for (auto& line : remove_interrupted_writes(out_, ckpt_)) notes_.push_back(std::move(line));
     Context& ctx = ctx_;
     const int batch = a_.batch;
     model_ = std::make_unique<Milmer>(ctx, cfg_, batch);
@@ -193,14 +251,11 @@ class Trainer {
 
     int start_epoch = 0;
     if (have_ckpt) {
+      start_epoch = static_cast<int>(metadata_int(saved_meta, "epoch", ck, 0, a_.epochs));
+      read_history(metadata_json(saved_meta, "history", ck), start_epoch, ck);
+      prior_wall_ = metadata_double(saved_meta, "wall_seconds", ck);
+      runs_ = static_cast<int>(metadata_int(saved_meta, "runs", ck, 1, 1'000'000'000)) + 1;
       model_->load_checkpoint(ctx, ckpt_);
-      start_epoch = std::stoi(metadata_field(saved_meta, "epoch", ckpt_.string()));
-      const Json hist = parse_ordered(metadata_field(saved_meta, "history", ckpt_.string()), ckpt_);
-      for (const auto& h : hist)
-        history_.push_back({h.at("record"), h.at("seconds").get<double>(),
-                            h.at("train_samples_per_second").get<double>()});
-      prior_wall_ = std::stod(metadata_field(saved_meta, "wall_seconds", ckpt_.string()));
-      runs_ = std::stoi(metadata_field(saved_meta, "runs", ckpt_.string())) + 1;
       check(model_->step() == std::int64_t{start_epoch} * steps_per_epoch_,
             "checkpoint " + ckpt_.string(), "step",
             str(start_epoch * steps_per_epoch_, " (epoch ", start_epoch, " x ", steps_per_epoch_,
@@ -217,6 +272,21 @@ class Trainer {
                       std::int64_t{start_epoch} * steps_per_epoch_);
     HostBatch hb(*ds_, static_cast<std::size_t>(batch), cfg_.frames);
     std::int64_t steps_this_run = 0;
+    try {
+      train_epochs(ctx, start_epoch, hb, progress, t_start, steps_this_run);
+    } catch (const NonFinite& e) {
+      progress.clear_line();
+      throw stopped(e, t_start);
+    }
+    const double wall = prior_wall_ + seconds_since(t_start);
+    write_metrics(a_.epochs, wall, true);
+    log_final(wall);
+    return 0;
+  }
+
+ private:
+  void train_epochs(Context& ctx, int start_epoch, HostBatch& hb, Progress& progress,
+                    std::chrono::steady_clock::time_point t_start, std::int64_t& steps_this_run) {
     for (int epoch = start_epoch; epoch < a_.epochs; ++epoch) {
       const auto t_epoch = std::chrono::steady_clock::now();
       progress.set_label(str("epoch ", epoch + 1, "/", a_.epochs));
@@ -230,8 +300,10 @@ class Trainer {
         const int b = static_cast<int>(n);
         upload_batch(ctx, *model_, hb, b);
         lr = schedule_.at(model_->step());
-        const float loss = model_->train_step(ctx, b, schedule_, a_.seed,
-                                              std::span<const int>(hb.labels.data(), n));
+        const float loss = checked_train_step(
+            ctx, b, std::span<const int>(hb.labels.data(), n), lr,
+            str("epoch ", epoch + 1, "/", a_.epochs, ", step ", step_losses.size() + 1, "/",
+                steps_per_epoch_, " (step ", model_->step() + 1, " of the run)"));
         const std::vector<float> logits = download_logits(ctx, *model_, b);
         train_seconds += seconds_since(t_step);
         for (std::size_t j = 0; j < n; ++j)
@@ -257,11 +329,21 @@ class Trainer {
         }
       }
       progress.clear_line();
-      const Evaluation ev = evaluate(
-          ctx, *model_, *ds_, split_.split.test, scheme_, [&](std::size_t done, std::size_t total) {
-            progress.update(model_->step(), str("evaluating ", done, "/", total));
-          });
+      const std::string after = str("evaluation after epoch ", epoch + 1, "/", a_.epochs);
+      Evaluation ev;
+      try {
+        ev = evaluate(ctx, *model_, *ds_, split_.split.test, scheme_,
+                      [&](std::size_t done, std::size_t total) {
+                        progress.update(model_->step(), str("evaluating ", done, "/", total));
+                      });
+      } catch (const NonFinite& e) {
+        throw NonFinite(after + ": " + e.op(), e.argument(), e.expected(), e.got());
+      }
       progress.clear_line();
+      if (const std::string name = first_nonfinite_parameter(ctx); !name.empty())
+        throw NonFinite(str("epoch ", epoch + 1, "/", a_.epochs, ", before its checkpoint"), name,
+                        "finite values (a checkpoint is never written otherwise)",
+                        "a value that is not finite");
       EpochRecord rec;
       rec.deterministic = Json{{"epoch", epoch + 1},
                                {"step", model_->step()},
@@ -278,13 +360,79 @@ class Trainer {
       save_checkpoint(ctx, epoch + 1, wall);
       write_metrics(epoch + 1, wall, false);
     }
-    const double wall = prior_wall_ + seconds_since(t_start);
-    write_metrics(a_.epochs, wall, true);
-    log_final(wall);
-    return 0;
   }
 
- private:
+  // Milmer::train_step (forward, loss, backward, AdamW at lr, the schedule's) with checks
+  // between: a non-finite loss or gradient norm throws NonFinite (op: `where`) before the
+  // update, so the parameters stay those after the previous step.
+  float checked_train_step(Context& ctx, int b, std::span<const int> labels, double lr,
+                           const std::string& where) {
+    Milmer& m = *model_;
+    m.forward(ctx, b, true, Milmer::step_seed(a_.seed, m.step()));
+    m.loss(ctx, b, labels);
+    const float loss = m.read_loss(ctx);
+    if (!std::isfinite(loss)) throw NonFinite(where, "loss", "a finite value", str(loss));
+    m.backward(ctx);
+    const double norm = grad_norm_(ctx, m);
+    if (!std::isfinite(norm))
+      throw NonFinite(where, "gradient norm", "a finite value", str(norm, " (loss ", loss, ")"));
+    m.optimizer_step(ctx, lr);
+    return loss;
+  }
+
+  // The first parameter holding a value that is not finite, or "" (checked before every
+  // checkpoint).
+  std::string first_nonfinite_parameter(Context& ctx) {
+    const std::pair<ParameterSet*, std::string> sets[2] = {{&model_->swin().params(), "swin."},
+                                                           {&model_->params(), ""}};
+    for (const auto& [set, prefix] : sets) {
+      const std::vector<float> values = set->download(ctx);
+      for (const auto& e : set->entries())
+        if (!all_finite(std::span<const float>(values).subspan(e.offset, e.numel)))
+          return prefix + e.name;
+    }
+    return "";
+  }
+
+  // A run stopped by a non-finite value: metrics.json says complete: false and why, the log
+  // says so, and the error to report names what is kept. The last checkpoint is untouched.
+  NonFinite stopped(const NonFinite& e, std::chrono::steady_clock::time_point t_start) {
+    const int done = static_cast<int>(history_.size());
+    const std::string kept =
+        done > 0 ? str("the checkpoint of epoch ", done, " stays (", ckpt_.string(), ")")
+                 : std::string("no checkpoint was written");
+    const NonFinite out(e.op(), e.argument(), e.expected(),
+                        str(e.got(),
+                            "; training diverged (lower --lr, or check the data and the "
+                            "Swin weights); ",
+                            kept, "; metrics.json says complete: false"));
+    stopped_ = Json{{"reason", out.what()}, {"epochs_done", done}, {"step", model_->step()}};
+    write_metrics(done, prior_wall_ + seconds_since(t_start), false);
+    log_.line(str("stopped: ", out.what()), false);
+    return out;
+  }
+
+  // The history entries of a checkpoint's metadata: one per epoch done.
+  void read_history(const Json& hist, int epochs_done, const std::string& ck) {
+    const std::string op = "checkpoint " + ck;
+    check(hist.is_array() && hist.size() == static_cast<std::size_t>(epochs_done), op,
+          "metadata 'history'", str("a list of ", epochs_done, " epoch records (metadata 'epoch')"),
+          hist.is_array() ? str("a list of ", hist.size()) : std::string(hist.type_name()));
+    for (std::size_t i = 0; i < hist.size(); ++i) {
+      const Json& h = hist[i];
+      const bool ok = h.is_object() && h.contains("record") && h["record"].is_object() &&
+                      h.contains("seconds") && h["seconds"].is_number() &&
+                      h.contains("train_samples_per_second") &&
+                      h["train_samples_per_second"].is_number();
+      check(ok, op, str("metadata 'history'[", i, "]"),
+            "an object with 'record' (an object), 'seconds' and 'train_samples_per_second' "
+            "(numbers)",
+            quoted_excerpt(h.dump()));
+      history_.push_back(
+          {h["record"], h["seconds"].get<double>(), h["train_samples_per_second"].get<double>()});
+    }
+  }
+
   Json history_json() const {
     Json h = Json::array();
     for (const auto& r : history_)
@@ -321,6 +469,7 @@ class Trainer {
     Json m;
     m["program"] = "milmer-train";
     m["complete"] = complete;
+    if (!stopped_.is_null()) m["stopped"] = stopped_;
     m["epochs_done"] = epochs_done;
     m["epochs"] = a_.epochs;
     m["args"] = a_.to_json();
@@ -396,6 +545,7 @@ class Trainer {
                   " steps/epoch, ", total_steps_, " steps; lr ", a_.lr, " cosine to ",
                   a_.lr * schedule_.final_fraction, ", warm-up ", a_.warmup_steps, "; seed ",
                   a_.seed));
+    for (const auto& note : notes_) log_.line(note);
     if (resumed)
       log_.line(str("  resumed from ", ckpt_.string(), " after epoch ", start_epoch, " (step ",
                     model_->step(), ")"));
@@ -451,6 +601,10 @@ class Trainer {
   std::vector<EpochRecord> history_;
   double prior_wall_ = 0;
   int runs_ = 1;
+  std::unique_ptr<RunDirLock> lock_;
+  std::vector<std::string> notes_;  // for the log: a lock taken over, files cleaned up
+  GradNorm grad_norm_;
+  Json stopped_;  // why the run stopped early (metrics.json "stopped"), null otherwise
 };
 
 }  // namespace
@@ -485,7 +639,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--epochs", a.epochs, "epochs")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--batch", a.batch, "batch size")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1, kMaxBatch))
       ->capture_default_str();
   app.add_option("--lr", a.lr, "peak learning rate (cosine decay to 0.1 x over the run)")
       ->check(CLI::PositiveNumber)
