@@ -3,8 +3,10 @@
 // from a checkpoint, and a parameter count equal to the PyTorch reference's.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <span>
 
 #include <unistd.h>
 
@@ -98,6 +100,60 @@ TEST_SUITE("milmer model") {
           std::uint64_t(B) * (cfg.frames + (detach ? cfg.top_k : 0));
       CHECK(blocks_of(c, "void milmer::kernels::window_attention_forward_kernel") ==
             per_image * forward_images);
+    }
+  }
+
+  TEST_CASE("every batch size from 1 to the capacity trains (a short last batch fits)") {
+    // Backward scratch is sized once for the capacity; a smaller batch may split its rows
+    // into more parts than the capacity does, so each size is run for real.
+    const int capacity = 14;
+    TinyRun run(milmer::MilmerConfig::tiny(), capacity);
+    for (int b = 1; b <= capacity; ++b) {
+      INFO("batch ", b, " of capacity ", capacity);
+      float loss = 0.0f;
+      CHECK_NOTHROW(loss = run.model.train_step(run.ctx, b, 1e-3, 42,
+                                                std::span<const int>(run.labels).first(b)));
+      CHECK(std::isfinite(loss));
+    }
+  }
+
+  TEST_CASE("at paper size every LayerNorm backward of every batch size fits the capacity's") {
+    // What the models size their scratch from (the rows and width of each LayerNorm
+    // backward at the capacity) against what the launchers ask for at each smaller batch:
+    // the Swin stages and merges on B * K images, the EEG norm and the fusion layers on B.
+    const auto cfg = milmer::MilmerConfig::paper();
+    const int capacity = 14;
+    struct Norm {
+      std::int64_t rows_per_sample, width;
+      bool residual;
+    };
+    std::vector<Norm> norms;
+    const auto& sw = cfg.swin;
+    const std::int64_t images = cfg.amil_detach_scores ? cfg.top_k : cfg.frames;
+    for (int s = 0; s < sw.stages(); ++s) {
+      norms.push_back({images * sw.tokens(s), sw.width(s), false});
+      if (s + 1 < sw.stages()) norms.push_back({images * sw.tokens(s + 1), 4 * sw.width(s), false});
+    }
+    norms.push_back({cfg.eeg_channels, cfg.eeg_samples, false});
+    norms.push_back({cfg.fusion_tokens(), cfg.width(), true});
+    for (const auto& n : norms) {
+      const auto need = [&](std::int64_t b) {
+        return n.residual
+                   ? milmer::residual_layernorm_backward_scratch_elements(b * n.rows_per_sample,
+                                                                          n.width)
+                   : milmer::layernorm_backward_scratch_elements(b * n.rows_per_sample, n.width);
+      };
+      const auto parts = [&](std::int64_t b) -> std::int64_t {
+        return n.residual ? std::int64_t{3} * milmer::residual_layernorm_backward_parts(
+                                                  b * n.rows_per_sample, n.width)
+                          : std::int64_t{2} *
+                                milmer::layernorm_backward_parts(b * n.rows_per_sample, n.width);
+      };
+      for (int b = 1; b <= capacity; ++b) {
+        INFO("rows per sample ", n.rows_per_sample, " width ", n.width, " batch ", b);
+        CHECK(need(b) <= need(capacity));
+        CHECK(parts(b) * n.width <= need(capacity));
+      }
     }
   }
 

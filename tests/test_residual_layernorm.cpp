@@ -5,6 +5,7 @@
 // counts and argument validation.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -424,6 +425,25 @@ TEST_SUITE("residual_layernorm") {
     milmer::emu::set_schedule(milmer::emu::Schedule::random, 999);
     for (int run = 0; run < 2; ++run) CHECK(run_backward(in, g) == first);
     milmer::emu::set_schedule(milmer::emu::Schedule::seq, 0);
+  }
+
+  TEST_CASE("the scratch sized for a row capacity serves every smaller row count") {
+    // The part count is not monotonic in rows (at width 768, 88 rows take 11 parts and 90
+    // take 10), so the scratch rule is the worst case over all counts up to rows.
+    CHECK(milmer::residual_layernorm_backward_parts(88, 768) == 11);
+    CHECK(milmer::residual_layernorm_backward_parts(90, 768) == 10);
+    for (const std::int64_t width : {6, 32, 64, 768, 1000, 3072, 20000}) {
+      std::int64_t most_parts = 0, previous = 0;
+      for (std::int64_t rows = 1; rows <= 10000; ++rows) {
+        most_parts = std::max<std::int64_t>(most_parts,
+                                            milmer::residual_layernorm_backward_parts(rows, width));
+        const auto scratch = milmer::residual_layernorm_backward_scratch_elements(rows, width);
+        INFO("width ", width, " rows ", rows);
+        REQUIRE(scratch >= most_parts * 3 * width);
+        REQUIRE(scratch >= previous);
+        previous = scratch;
+      }
+    }
   }
 
   TEST_CASE("launchers reject bad arguments with the op, argument and values") {

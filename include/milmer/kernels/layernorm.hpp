@@ -213,18 +213,27 @@ __global__ void layernorm_backward_rows(T* dinp, float* partials, const T* dout,
 
 namespace milmer {
 
-// How many row parts layernorm_backward splits rows into: enough blocks to fill a GPU (up to
-// 1024) while keeping the scratch partials (2*P*W floats) near 2^21 floats for wide rows.
-// A function of (rows, width) only, so the dweight / dbias summation order never changes.
-inline int layernorm_backward_parts(std::int64_t rows, std::int64_t width) {
+// At most how many row parts layernorm_backward splits rows into: enough blocks to fill a GPU
+// (up to 1024) while keeping the scratch partials (2*P*W floats) near 2^21 floats for wide rows.
+inline std::int64_t layernorm_backward_max_parts(std::int64_t rows, std::int64_t width) {
   const std::int64_t target = std::clamp<std::int64_t>((std::int64_t{1} << 20) / width, 64, 1024);
-  const std::int64_t wanted = std::clamp<std::int64_t>(rows, 1, target);
+  return std::clamp<std::int64_t>(rows, 1, target);
+}
+// How many row parts layernorm_backward splits rows into: equal parts of ceil(rows / max)
+// rows, the last one shorter. A function of (rows, width) only, so the dweight / dbias
+// summation order never changes. Not monotonic in rows (at width 768, 1024 rows take 1024
+// parts and 1025 rows take 513).
+inline int layernorm_backward_parts(std::int64_t rows, std::int64_t width) {
+  const std::int64_t wanted = layernorm_backward_max_parts(rows, width);
   const std::int64_t rows_per_part = (rows + wanted - 1) / wanted;
   return static_cast<int>((rows + rows_per_part - 1) / rows_per_part);
 }
-// Scratch (floats) layernorm_backward needs: a (2, W) partial per row part.
+// Scratch (floats) for layernorm_backward on any row count up to `rows`: a (2, W) partial per
+// row part, for the most parts any such row count takes (rows' = min(rows, max parts) takes
+// one part per row). Monotonic in rows, so a buffer sized for a batch capacity serves every
+// smaller batch.
 inline std::int64_t layernorm_backward_scratch_elements(std::int64_t rows, std::int64_t width) {
-  return std::int64_t{layernorm_backward_parts(rows, width)} * 2 * width;
+  return layernorm_backward_max_parts(rows, width) * 2 * width;
 }
 
 // out = LayerNorm(inp) * weight + bias over the last dim; saves per-row mean and rstd.

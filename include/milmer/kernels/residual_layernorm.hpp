@@ -177,22 +177,30 @@ namespace milmer {
 
 inline constexpr int kResidualLayerNormMinRowsPerPart = 8;
 
-// How many row parts residual_layernorm_backward splits rows into: at least 8 rows per part
-// (so the 3*W partials of a part cost little next to its rows), at most 1024 parts, fewer for
-// wide rows so the scratch stays near 3 * 2^20 floats. A function of (rows, width) only, so
-// the summation order of the parameter gradients never changes.
-inline int residual_layernorm_backward_parts(std::int64_t rows, std::int64_t width) {
+// At most how many row parts residual_layernorm_backward splits rows into: at least 8 rows
+// per part (so the 3*W partials of a part cost little next to its rows), at most 1024 parts,
+// fewer for wide rows so the scratch stays near 3 * 2^20 floats.
+inline std::int64_t residual_layernorm_backward_max_parts(std::int64_t rows, std::int64_t width) {
   const std::int64_t max_parts =
       std::clamp<std::int64_t>((std::int64_t{1} << 20) / width, 64, 1024);
-  const std::int64_t wanted =
-      std::clamp<std::int64_t>(rows / kResidualLayerNormMinRowsPerPart, 1, max_parts);
+  return std::clamp<std::int64_t>(rows / kResidualLayerNormMinRowsPerPart, 1, max_parts);
+}
+// How many row parts residual_layernorm_backward splits rows into: equal parts of
+// ceil(rows / max) rows, the last one shorter. A function of (rows, width) only, so the
+// summation order of the parameter gradients never changes. Not monotonic in rows (at width
+// 768, 88 rows take 11 parts and 90 rows take 10).
+inline int residual_layernorm_backward_parts(std::int64_t rows, std::int64_t width) {
+  const std::int64_t wanted = residual_layernorm_backward_max_parts(rows, width);
   const std::int64_t rows_per_part = (rows + wanted - 1) / wanted;
   return static_cast<int>((rows + rows_per_part - 1) / rows_per_part);
 }
-// Scratch (floats) residual_layernorm_backward needs: a (3, W) partial per row part.
+// Scratch (floats) for residual_layernorm_backward on any row count up to `rows`: a (3, W)
+// partial per row part, for the most parts any such row count takes (a multiple of 8 rows
+// takes one part per 8 rows). Monotonic in rows, so a buffer sized for a batch capacity
+// serves every smaller batch.
 inline std::int64_t residual_layernorm_backward_scratch_elements(std::int64_t rows,
                                                                  std::int64_t width) {
-  return std::int64_t{residual_layernorm_backward_parts(rows, width)} * 3 * width;
+  return residual_layernorm_backward_max_parts(rows, width) * 3 * width;
 }
 
 // out = LayerNorm(residual + Dropout(branch + branch_bias)) * norm_weight + norm_bias over the

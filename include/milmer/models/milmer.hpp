@@ -421,10 +421,10 @@ class Milmer {
       d_pre_ = take(B * F * L, "d_amil_pre");
       d_e_ = detach ? nullptr : take(B * F * D, "d_e");
       ones_ = take(B, "ones");
-      const std::int64_t ln_rows = std::max({B * C, B * Tn});
-      const std::int64_t ln_width = std::max({S, D});
+      // Each backward's own (rows, width); the scratch functions are monotonic in rows, so
+      // a batch smaller than B fits too.
       ln_scratch_n_ =
-          std::max({layernorm_backward_scratch_elements(ln_rows, ln_width),
+          std::max({layernorm_backward_scratch_elements(B * C, S),
                     residual_layernorm_backward_scratch_elements(B * Tn, D), (N + C) * D});
       ln_scratch_ = take(ln_scratch_n_, "ln_scratch");
     }
