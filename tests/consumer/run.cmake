@@ -1,6 +1,16 @@
 # Installs the build tree into a scratch prefix, then configures, builds and runs the
-# consumer project against that prefix alone.
+# consumer project against that prefix alone. With CONFIGURE_ONLY, BUILD_DIR is first
+# configured afresh from SOURCE_DIR and installed without building anything: a header-only
+# library must install from a configure-only tree.
 file(REMOVE_RECURSE ${WORK_DIR})
+if(CONFIGURE_ONLY)
+  set(BUILD_DIR ${WORK_DIR}/tree)
+  execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${BUILD_DIR}
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=${CXX_COMPILER} RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "configuring the project failed: ${rc}")
+  endif()
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix
   RESULT_VARIABLE rc)
 if(rc)
