@@ -160,15 +160,11 @@ std::vector<std::string> remove_interrupted_writes(const fs::path& out, const fs
     const std::string name = entry.path().filename().string();
     if (!name.starts_with(ckpt_tmp) && name != "metrics.json.tmp" && name != "config.json.tmp")
       continue;
+    const std::string what = str(entry.path().string(), " (left by an interrupted write)");
     std::error_code rm;
     fs::remove(entry.path(), rm);
-    removed.push_back(rm ? str("  could not remove ", entry.path().string(),
-                               " (left by an "
-                               "interrupted write): ",
-                               rm.message())
-                         : str("  removed ", entry.path().string(),
-                               " (left by an interrupted write; the files it was to replace are "
-                               "whole)"));
+    removed.push_back(rm ? str("  could not remove ", what, ": ", rm.message())
+                         : str("  removed ", what, "; the file it was to replace is whole"));
   }
   return removed;
 }
