@@ -4,8 +4,10 @@
 #include <milmer/data/shards.hpp>  // defines: Shard, ShardWriter, Dataset, Batcher, labels
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -92,10 +94,10 @@ void check_open_fails(const fs::path& path, const std::string& what) {
 
 TEST_CASE("crc32 matches zlib's CRC-32, also when continued") {
   const std::string s = "123456789";
-  CHECK(crc32_update(0, s.data(), s.size()) == 0xCBF43926u);
-  const std::uint32_t part = crc32_update(0, s.data(), 4);
-  CHECK(crc32_update(part, s.data() + 4, s.size() - 4) == 0xCBF43926u);
-  CHECK(crc32_update(0, s.data(), 0) == 0u);
+  CHECK(milmer::io::crc32_update(0, s.data(), s.size()) == 0xCBF43926u);
+  const std::uint32_t part = milmer::io::crc32_update(0, s.data(), 4);
+  CHECK(milmer::io::crc32_update(part, s.data() + 4, s.size() - 4) == 0xCBF43926u);
+  CHECK(milmer::io::crc32_update(0, s.data(), 0) == 0u);
 }
 
 TEST_CASE("shard round trip keeps header, metadata, EEG and frames") {
@@ -203,6 +205,127 @@ TEST_CASE("corrupt shards are errors that name the file and the fault") {
       CHECK(std::string(e.what()).find(bad.string()) != std::string::npos);
       CHECK(std::string(e.what()).find("deap4") != std::string::npos);
     }
+  }
+}
+
+namespace {
+
+// Rewrites the payload and header CRCs after a deliberate edit, as a writer would have.
+void reseal(std::vector<char>& b) {
+  const auto* u = reinterpret_cast<const unsigned char*>(b.data());
+  const std::uint32_t payload =
+      milmer::io::crc32_update(0, u + kShardHeaderBytes, b.size() - kShardHeaderBytes);
+  std::memcpy(&b[56], &payload, 4);
+  const std::uint32_t head = milmer::io::crc32_update(0, u, 60);
+  std::memcpy(&b[60], &head, 4);
+}
+
+// A bare 64-byte header with the given dims and sample count, sealed with valid CRCs.
+std::vector<char> header_only(ShardDims d, std::uint32_t samples, std::uint64_t payload) {
+  std::vector<char> b(kShardHeaderBytes, 0);
+  std::memcpy(b.data(), kShardMagic, 8);
+  const std::uint32_t fields[] = {
+      kShardVersion, 64, samples, d.frames, d.height, d.width, d.eeg_channels, d.eeg_samples, 5};
+  std::memcpy(&b[8], fields, sizeof fields);
+  const auto rb = static_cast<std::uint32_t>(d.record_bytes());
+  std::memcpy(&b[44], &rb, 4);
+  std::memcpy(&b[48], &payload, 8);
+  reseal(b);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("a header's sizes are checked before anything is allocated for them") {
+  TempDir dir;
+  const fs::path bad = dir / "s05.shard";
+  SUBCASE("64 bytes claiming 4.28e9-byte records and no samples") {
+    // 1000 frames of 1194 x 1194: a record of 4276957196 bytes, below 2^32.
+    const ShardDims huge{1000, 1194, 1194, 32, 384};
+    REQUIRE(huge.record_bytes() == 4276957196u);
+    write_bytes(bad, header_only(huge, 0, 0));
+    check_open_fails(bad, "argument 'record bytes': expected at most 1073741824");
+  }
+  SUBCASE("a sample count the file does not hold") {
+    write_bytes(bad, header_only(kDims, 4000000000u, 4000000000ull * kDims.record_bytes()));
+    check_open_fails(bad, "bytes (truncated)");
+  }
+  SUBCASE("a zero dim") {
+    write_bytes(bad, header_only({2, 0, 6, 3, 5}, 0, 0));
+    check_open_fails(bad, "all > 0");
+  }
+  SUBCASE("the writer keeps to the same limits") {
+    try {
+      ShardWriter w(bad, {1000, 1194, 1194, 32, 384}, 5);
+      FAIL("a writer for 4.28e9-byte records");
+    } catch (const milmer::Error& e) {
+      CHECK(std::string(e.what()).find("record bytes") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(dir / "s05.shard.tmp"));
+  }
+}
+
+TEST_CASE("records larger than the scan's buffer are checksummed in pieces") {
+  TempDir dir;
+  const ShardDims big{3, 400, 400, 3, 5};  // 1.44 MB records: two chunks each
+  REQUIRE(big.record_bytes() > kScanChunkBytes);
+  const fs::path good = write_shard(dir / "s04.shard", 4, 1, 2, big);
+  CHECK(Shard(good).size() == 2);
+  std::vector<char> b = read_bytes(good);
+  b[kShardHeaderBytes + big.record_bytes() + kScanChunkBytes + 100] ^= 0x10;
+  write_bytes(good, b);
+  check_open_fails(good, "payload checksum");
+}
+
+TEST_CASE("non-finite EEG is refused by the writer and the reader, naming the sample") {
+  TempDir dir;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  SUBCASE("writer") {
+    for (float v : {nan, inf, -inf}) {
+      ShardWriter w(dir / "s02.shard", kDims, 2);
+      std::vector<std::uint8_t> frames(kDims.frame_bytes());
+      std::vector<float> eeg(kDims.eeg_floats(), 0.5f);
+      w.add(SampleInfo::from_ratings(5, 5, 2, 1, 1, 0), frames.data(), eeg.data());
+      eeg[7] = v;  // channel 1, sample 2
+      try {
+        w.add(SampleInfo::from_ratings(5, 5, 2, 6, 1, 3), frames.data(), eeg.data());
+        FAIL("the writer took non-finite EEG");
+      } catch (const milmer::Error& e) {
+        const std::string m = e.what();
+        CHECK_MESSAGE(m.find((dir / "s02.shard").string()) != std::string::npos, m);
+        CHECK_MESSAGE(
+            m.find("channel 1, sample 2 of participant 2, trial 6, window 3") != std::string::npos,
+            m);
+      }
+      CHECK(w.samples() == 1);
+    }
+  }
+  SUBCASE("reader") {
+    const fs::path p = write_shard(dir / "s02.shard", 2, 2, 3);
+    std::vector<char> b = read_bytes(p);
+    // Record 4 is trial 2, window 1; its EEG value at channel 2, sample 1.
+    const std::size_t at = kShardHeaderBytes + 4 * kDims.record_bytes() + kRecordMetaBytes +
+                           4 * (2 * kDims.eeg_samples + 1);
+    std::memcpy(&b[at], &inf, 4);
+    const std::vector<char> corrupt = b;
+    reseal(b);
+    write_bytes(p, b);
+    const std::string where = "inf at channel 2, sample 1 of participant 2, trial 2, window 1";
+    check_open_fails(p, "argument 'record 4': expected finite EEG values, got " + where);
+    // Unverified opening reads only the metadata; reading the record refuses it.
+    Shard s(p, {.verify_checksum = false});
+    std::vector<float> eeg(kDims.eeg_floats());
+    s.read(3, nullptr, eeg.data());
+    try {
+      s.read(4, nullptr, eeg.data());
+      FAIL("read non-finite EEG");
+    } catch (const milmer::Error& e) {
+      CHECK(std::string(e.what()).find(where) != std::string::npos);
+    }
+    // Without the writer's CRC the value is corruption, and the CRC is what is reported.
+    write_bytes(p, corrupt);
+    check_open_fails(p, "payload checksum");
   }
 }
 

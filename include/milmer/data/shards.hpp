@@ -20,10 +20,12 @@
 #pragma once
 
 #include <milmer/error.hpp>
+#include <milmer/io/crc32.hpp>
 
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -53,6 +55,8 @@ inline constexpr char kShardMagic[8] = {'M', 'I', 'L', 'M', 'E', 'R', 'S', 'H'};
 inline constexpr std::uint32_t kShardVersion = 1;
 inline constexpr std::size_t kShardHeaderBytes = 64;
 inline constexpr std::size_t kRecordMetaBytes = 44;
+// The opening scan reads records through a buffer of at most this many bytes.
+inline constexpr std::size_t kScanChunkBytes = std::size_t{1} << 20;
 
 // ---------------------------------------------------------------------------------------
 // Labels. The Python preparation tool applies the same rules (tools/deap_common.py); both
@@ -122,47 +126,12 @@ inline std::vector<std::string> class_names(LabelScheme s) {
 }
 
 // ---------------------------------------------------------------------------------------
-// CRC-32 (reflected polynomial 0xEDB88320, as zlib), slicing by 8 bytes.
-
-namespace detail {
-
-inline constexpr std::array<std::array<std::uint32_t, 256>, 8> make_crc_tables() {
-  std::array<std::array<std::uint32_t, 256>, 8> t{};
-  for (std::uint32_t i = 0; i < 256; ++i) {
-    std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    t[0][i] = c;
-  }
-  for (std::uint32_t i = 0; i < 256; ++i)
-    for (std::size_t s = 1; s < 8; ++s) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFFu];
-  return t;
-}
-
-inline constexpr auto kCrcTables = make_crc_tables();
-
-}  // namespace detail
-
-// Continues a CRC-32: crc32_update(0, a) then crc32_update(that, b) == CRC-32 of a then b.
-inline std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t n) {
-  const auto& t = detail::kCrcTables;
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint32_t c = ~crc;
-  while (n >= 8) {
-    std::uint32_t lo, hi;
-    std::memcpy(&lo, p, 4);
-    std::memcpy(&hi, p + 4, 4);
-    lo ^= c;
-    c = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
-        t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
-    p += 8;
-    n -= 8;
-  }
-  while (n--) c = t[0][(c ^ *p++) & 0xFFu] ^ (c >> 8);
-  return ~c;
-}
-
-// ---------------------------------------------------------------------------------------
 // Header and per-sample metadata.
+
+// The largest record the format allows (a real DEAP record at 224 x 224 is 1.5 MB). It bounds
+// what a header can make a reader allocate per sample, also for a shard without samples,
+// whose record size no file bytes back.
+inline constexpr std::size_t kMaxRecordBytes = std::size_t{1} << 30;
 
 struct ShardDims {
   std::uint32_t frames = 0, height = 0, width = 0, eeg_channels = 0, eeg_samples = 0;
@@ -170,6 +139,25 @@ struct ShardDims {
   std::size_t eeg_floats() const { return std::size_t{eeg_channels} * eeg_samples; }
   std::size_t record_bytes() const { return kRecordMetaBytes + 4 * eeg_floats() + frame_bytes(); }
   bool operator==(const ShardDims&) const = default;
+
+  std::string to_string() const {
+    return str(frames, " frames of ", height, "x", width, ", EEG ", eeg_channels, "x", eeg_samples);
+  }
+
+  // Every dim > 0 and within the format's limits, the record at most kMaxRecordBytes (the
+  // product is computed in 64 bits after the per-dim limits, so it cannot overflow).
+  void validate(const std::string& op) const {
+    check(frames > 0 && height > 0 && width > 0 && eeg_channels > 0 && eeg_samples > 0, op, "dims",
+          "frames, height, width, EEG channels and samples all > 0", to_string());
+    check(frames <= 4096 && height <= 16384 && width <= 16384 && eeg_channels <= 4096 &&
+              eeg_samples <= (1u << 20),
+          op, "dims",
+          "at most 4096 frames of 16384x16384, EEG at most 4096 channels x 1048576 samples",
+          to_string());
+    check(record_bytes() <= kMaxRecordBytes, op, "record bytes",
+          str("at most ", kMaxRecordBytes, " (44 + 4*C*S + F*H*W*3 for ", to_string(), ")"),
+          str(record_bytes()));
+  }
 };
 
 struct ShardHeader {
@@ -236,7 +224,7 @@ inline std::array<unsigned char, kShardHeaderBytes> encode_header(const ShardHea
   put<std::uint32_t>(&b[44], static_cast<std::uint32_t>(h.dims.record_bytes()));
   put<std::uint64_t>(&b[48], h.payload_bytes);
   put<std::uint32_t>(&b[56], h.payload_crc);
-  put<std::uint32_t>(&b[60], crc32_update(0, b.data(), 60));
+  put<std::uint32_t>(&b[60], io::crc32_update(0, b.data(), 60));
   return b;
 }
 
@@ -260,6 +248,20 @@ inline SampleInfo decode_meta(const unsigned char* p) {
   s.valence = get<float>(p + 36);
   s.arousal = get<float>(p + 40);
   return s;
+}
+
+// EEG must be finite: a NaN or infinity in one window turns every loss and gradient it
+// touches into NaN. The message names the sample and where in it the value sits.
+inline std::string eeg_value_at(float v, std::size_t index, const ShardDims& d,
+                                const SampleInfo& s) {
+  return str(v, " at channel ", index / d.eeg_samples, ", sample ", index % d.eeg_samples,
+             " of participant ", s.participant, ", trial ", s.trial, ", window ", s.window);
+}
+
+inline void check_eeg_value(float v, std::size_t index, const ShardDims& d, const SampleInfo& s,
+                            const std::string& op, const std::string& argument) {
+  if (!std::isfinite(v))
+    throw Error(op, argument, "finite EEG values", eeg_value_at(v, index, d, s));
 }
 
 inline std::string printable(const unsigned char* p, std::size_t n) {
@@ -315,7 +317,7 @@ class Shard {
       throw Error(f, "header", str(kShardHeaderBytes, " bytes"),
                   str(file_size, " bytes in the file (truncated)"));
     const auto header_crc = detail::get<std::uint32_t>(&b[60]);
-    const auto computed = crc32_update(0, b.data(), 60);
+    const auto computed = io::crc32_update(0, b.data(), 60);
     if (header_crc != computed)
       throw Error(f, "header checksum", str("CRC-32 ", hex(computed)),
                   str(hex(header_crc), " (header corrupt)"));
@@ -333,14 +335,10 @@ class Shard {
     header_.payload_bytes = detail::get<std::uint64_t>(&b[48]);
     header_.payload_crc = detail::get<std::uint32_t>(&b[56]);
 
+    // Every size is checked against the format's limits and the file's size before the
+    // scan allocates anything.
     const ShardDims& d = header_.dims;
-    check(d.frames > 0 && d.height > 0 && d.width > 0 && d.eeg_channels > 0 && d.eeg_samples > 0, f,
-          "dims", "frames, height, width, EEG channels and samples all > 0",
-          str(d.frames, ", ", d.height, "x", d.width, ", ", d.eeg_channels, "x", d.eeg_samples));
-    check(d.frames <= 4096 && d.height <= 16384 && d.width <= 16384 && d.eeg_channels <= 4096 &&
-              d.eeg_samples <= (1u << 20),
-          f, "dims", "plausible sizes",
-          str(d.frames, ", ", d.height, "x", d.width, ", ", d.eeg_channels, "x", d.eeg_samples));
+    d.validate(f);
     check(record_bytes == d.record_bytes(), f, "record bytes",
           str(d.record_bytes(), " (44 + 4*C*S + F*H*W*3)"), str(record_bytes));
     const std::uint64_t payload = std::uint64_t{header_.samples} * record_bytes;
@@ -376,6 +374,8 @@ class Shard {
     in_.seekg(static_cast<std::streamoff>(off + kRecordMetaBytes));
     if (eeg) {
       read_exact(reinterpret_cast<char*>(eeg), 4 * d.eeg_floats(), i);
+      for (std::size_t k = 0; k < d.eeg_floats(); ++k)
+        detail::check_eeg_value(eeg[k], k, d, infos_[i], path_.string(), str("record ", i));
     } else {
       in_.seekg(static_cast<std::streamoff>(4 * d.eeg_floats()), std::ios::cur);
     }
@@ -401,28 +401,55 @@ class Shard {
                   str(in_.gcount(), " (file changed or truncated since it was opened)"));
   }
 
-  // Reads every record once: metadata always, and the CRC over all bytes when asked.
+  // Reads every record once: metadata always and, when asked, every byte for the CRC and
+  // the EEG's finiteness (through a buffer of at most kScanChunkBytes; chunks are multiples
+  // of 4 bytes from the record's start, so no EEG float straddles two). A non-finite value
+  // is reported only once the CRC has matched: in a corrupt file the CRC is the real fault.
   void scan_records(bool verify) {
     const std::string f = path_.string();
     const ShardDims& d = header_.dims;
     const std::size_t rb = d.record_bytes();
-    infos_.reserve(header_.samples);
-    std::vector<unsigned char> buf(verify ? rb : kRecordMetaBytes);
+    const std::size_t eeg_end = kRecordMetaBytes + 4 * d.eeg_floats();
+    const std::size_t want = verify ? rb : kRecordMetaBytes;
+    infos_.reserve(header_.samples);  // samples x record bytes is the file size (checked)
+    std::vector<unsigned char> buf(std::min(want, kScanChunkBytes));
     std::uint32_t crc = 0;
+    std::string non_finite;  // the first non-finite EEG value, described
+    std::uint32_t non_finite_record = 0;
     for (std::uint32_t i = 0; i < header_.samples; ++i) {
       in_.clear();
       in_.seekg(static_cast<std::streamoff>(kShardHeaderBytes + std::uint64_t{i} * rb));
-      const std::size_t n = read_some(buf.data(), buf.size());
-      if (n != buf.size())
-        throw Error(f, str("record ", i), str(buf.size(), " bytes"), str(n, " bytes (truncated)"));
-      if (verify) crc = crc32_update(crc, buf.data(), buf.size());
-      SampleInfo s = detail::decode_meta(buf.data());
-      check_meta(s, i);
+      SampleInfo s;
+      for (std::size_t pos = 0; pos < want;) {
+        const std::size_t len = std::min(buf.size(), want - pos);
+        const std::size_t n = read_some(buf.data(), len);
+        if (n != len)
+          throw Error(f, str("record ", i), str(want, " bytes"),
+                      str(pos + n, " bytes (truncated)"));
+        if (pos == 0) {
+          s = detail::decode_meta(buf.data());
+          check_meta(s, i);
+        }
+        if (verify) {
+          crc = io::crc32_update(crc, buf.data(), len);
+          for (std::size_t b = std::max(pos, kRecordMetaBytes); b < std::min(pos + len, eeg_end);
+               b += 4) {
+            const float v = detail::get<float>(&buf[b - pos]);
+            if (non_finite.empty() && !std::isfinite(v)) {
+              non_finite_record = i;
+              non_finite = detail::eeg_value_at(v, (b - kRecordMetaBytes) / 4, d, s);
+            }
+          }
+        }
+        pos += len;
+      }
       infos_.push_back(s);
     }
     if (verify && crc != header_.payload_crc)
       throw Error(f, "payload checksum", str("CRC-32 ", hex(header_.payload_crc), " (header)"),
                   str(hex(crc), " (payload corrupt)"));
+    if (!non_finite.empty())
+      throw Error(f, str("record ", non_finite_record), "finite EEG values", non_finite);
   }
 
   void check_meta(const SampleInfo& s, std::uint32_t i) const {
@@ -456,11 +483,7 @@ class ShardWriter {
       : path_(std::move(path)), tmp_(path_.string() + ".tmp") {
     header_.dims = dims;
     header_.participant = participant;
-    check(dims.frames > 0 && dims.height > 0 && dims.width > 0 && dims.eeg_channels > 0 &&
-              dims.eeg_samples > 0,
-          "ShardWriter " + path_.string(), "dims", "all > 0",
-          str(dims.frames, ", ", dims.height, "x", dims.width, ", ", dims.eeg_channels, "x",
-              dims.eeg_samples));
+    dims.validate("ShardWriter " + path_.string());
     file_ = std::fopen(tmp_.c_str(), "wb");
     if (!file_) throw Error("ShardWriter " + path_.string(), "file", "writable", tmp_);
     const std::array<unsigned char, kShardHeaderBytes> placeholder{};
@@ -483,6 +506,8 @@ class ShardWriter {
     check(s.participant == static_cast<std::int32_t>(header_.participant),
           "ShardWriter " + path_.string(), "participant", str(header_.participant),
           str(s.participant));
+    for (std::size_t k = 0; k < header_.dims.eeg_floats(); ++k)
+      detail::check_eeg_value(eeg[k], k, header_.dims, s, "ShardWriter " + path_.string(), "eeg");
     std::array<unsigned char, kRecordMetaBytes> meta{};
     detail::encode_meta(meta.data(), s);
     write(meta.data(), meta.size(), true);
@@ -526,7 +551,7 @@ class ShardWriter {
     if (std::fwrite(p, 1, n, file_) != n)
       throw Error("ShardWriter " + path_.string(), "file", str(n, " bytes written"),
                   "an I/O error (disk full?)");
-    if (count) header_.payload_crc = crc32_update(header_.payload_crc, p, n);
+    if (count) header_.payload_crc = io::crc32_update(header_.payload_crc, p, n);
   }
 
   std::filesystem::path path_;
