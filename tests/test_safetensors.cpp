@@ -7,7 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -318,5 +321,146 @@ TEST_CASE("safetensors: load_tensors fills every slot or none") {
     CHECK(st_error([&] { (void)file.values<float>("a", Shape{4}); }).find("shape [4]") !=
           std::string::npos);
     CHECK(st_error([&] { (void)file.at("zzz"); }).find("'zzz'") != std::string::npos);
+  }
+}
+
+namespace {
+
+// The JSON header of a safetensors file and the bytes after it.
+struct RawFile {
+  std::string header;
+  std::string data;
+};
+
+RawFile split_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::uint64_t n = 0;
+  in.read(reinterpret_cast<char*>(&n), 8);
+  RawFile r{std::string(n, '\0'), {}};
+  in.read(r.header.data(), static_cast<std::streamsize>(n));
+  r.data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return r;
+}
+
+void join_file(const fs::path& p, const RawFile& r) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  const std::uint64_t n = r.header.size();
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out << r.header << r.data;
+}
+
+// Two tensors of one size, so their offsets can be swapped.
+milmer::io::TensorMap two_tensors() {
+  milmer::io::TensorMap t;
+  t["a.weight"] = Tensor::from<float>({2, 2}, std::vector<float>{1, 2, 3, 4});
+  t["b.weight"] = Tensor::from<float>({2, 2}, std::vector<float>{5, 6, 7, 8});
+  t["c.index"] = Tensor::from<std::int64_t>({3}, std::vector<std::int64_t>{9, 10, 11});
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("safetensors: every tensor's CRC-32 is written and verified") {
+  TempDir dir;
+  const fs::path p = dir.path / "ck.safetensors";
+  milmer::io::write_safetensors(p, two_tensors(), {{"step", "3"}});
+  const RawFile raw = split_file(p);
+  const auto header = milmer::io::json::parse(raw.header);
+  const auto crcs = milmer::io::json::parse(
+      header.at("__metadata__").at(milmer::io::kChecksumKey).get<std::string>());
+  // CRC-32 of the float bytes 1, 2, 3, 4 (zlib.crc32(struct.pack("<4f", 1, 2, 3, 4))).
+  CHECK(crcs.at("a.weight") == "8ba71454");
+  CHECK(crcs.size() == 3);
+
+  const auto f = milmer::io::read_safetensors(p);
+  CHECK(f.checksums_verified);
+  CHECK(f.metadata == std::map<std::string, std::string>{{"step", "3"}});
+  CHECK(milmer::io::read_safetensors_header(p).checksums.size() == 3);
+
+  SUBCASE("a flipped tensor byte is refused, naming the tensor") {
+    RawFile bad = raw;
+    bad.data[17] ^= 0x01;  // in b.weight's first float (tensors are in name order)
+    join_file(p, bad);
+    const auto m = st_error([&] { (void)milmer::io::read_safetensors(p); });
+    CHECK(m.find(p.string()) != std::string::npos);
+    CHECK(m.find("'b.weight'") != std::string::npos);
+    CHECK(m.find("tensor data corrupt") != std::string::npos);
+    // The header alone is intact: the header reader does not see the data.
+    CHECK(milmer::io::read_safetensors_header(p).tensors.size() == 3);
+  }
+  SUBCASE("swapped offsets are refused, naming a tensor") {
+    RawFile bad = raw;
+    auto h = milmer::io::ordered_json::parse(bad.header);
+    std::swap(h["a.weight"]["data_offsets"], h["b.weight"]["data_offsets"]);
+    bad.header = h.dump();
+    join_file(p, bad);
+    const auto m = st_error([&] { (void)milmer::io::read_safetensors(p); });
+    CHECK(m.find("'a.weight'") != std::string::npos);
+    CHECK(m.find("CRC-32 8ba71454") != std::string::npos);
+  }
+  SUBCASE("the checksum map covers exactly the file's tensors") {
+    auto edit = [&](const std::function<void(milmer::io::json&)>& change) {
+      RawFile bad = raw;
+      auto h = milmer::io::ordered_json::parse(bad.header);
+      auto c =
+          milmer::io::json::parse(h["__metadata__"][milmer::io::kChecksumKey].get<std::string>());
+      change(c);
+      h["__metadata__"][milmer::io::kChecksumKey] = c.dump();
+      bad.header = h.dump();
+      join_file(p, bad);
+      return st_error([&] { (void)milmer::io::read_safetensors_header(p); });
+    };
+    auto m = edit([](auto& c) { c.erase("c.index"); });
+    CHECK(m.find("'c.index'") != std::string::npos);
+    CHECK(m.find("a CRC-32 in __metadata__.milmer.crc32") != std::string::npos);
+    m = edit([](auto& c) { c["d"] = "00000000"; });
+    CHECK(m.find("milmer.crc32.d") != std::string::npos);
+    CHECK(m.find("for no tensor of the file") != std::string::npos);
+    m = edit([](auto& c) { c["a.weight"] = 12; });
+    CHECK(m.find("8 lowercase hex digits") != std::string::npos);
+    m = edit([](auto& c) { c = milmer::io::json::array(); });
+    CHECK(m.find("a JSON object of CRC-32s") != std::string::npos);
+  }
+  SUBCASE("the key is the writer's own") {
+    const auto m = st_error([&] {
+      milmer::io::write_safetensors(p, two_tensors(), {{milmer::io::kChecksumKey, "{}"}});
+    });
+    CHECK(m.find("milmer.crc32") != std::string::npos);
+    CHECK(m.find("the writer computes the checksums") != std::string::npos);
+  }
+}
+
+TEST_CASE("safetensors: a file without checksums (Python's writer) is read unverified") {
+  const auto f = milmer::io::read_safetensors(kGolden + "/milmer_tiny/params.safetensors");
+  CHECK_FALSE(f.checksums_verified);
+  CHECK(f.tensors.size() > 10);
+  CHECK(milmer::io::read_safetensors_header(kGolden + "/milmer_tiny/params.safetensors")
+            .checksums.empty());
+}
+
+TEST_CASE("safetensors: sizes in a small file cannot ask for large allocations") {
+  TempDir dir;
+  struct Case {
+    const char* name;
+    std::string header;
+    std::size_t data_bytes;
+    std::int64_t length;  // the stated header length; -1: the header's own
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"a header length of 2^62", "{}", 0, std::int64_t{1} << 62, "argument 'header length'"},
+      {"a shape whose element count overflows",
+       R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}})", 0, -1,
+       "argument 'w': expected a representable number of bytes"},
+      {"offsets far past the file",
+       R"({"w":{"dtype":"F32","shape":[250000000000],"data_offsets":[0,1000000000000]}})", 8, -1,
+       "argument 'w': expected data_offsets inside the data buffer of 8 bytes"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    const auto p = raw_file(dir.path, "f.safetensors", c.header, c.data_bytes, c.length);
+    const auto m = st_error([&] { (void)milmer::io::read_safetensors(p); });
+    CHECK(m.find(p.string()) != std::string::npos);
+    CHECK(m.find(c.expected) != std::string::npos);
   }
 }

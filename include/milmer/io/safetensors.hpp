@@ -9,8 +9,16 @@
 // length fits the file, the JSON is an object without duplicate names, each entry has a
 // supported dtype (F32, F64, I64, I32), a shape whose byte size equals end - begin, and
 // offsets inside the buffer; the tensors tile the buffer exactly, without overlap or holes
-// (as the reference implementation requires). Every failure is a milmer::Error naming the
-// file and the tensor.
+// (as the reference implementation requires). Every size the header states is checked
+// against the file's size before anything is allocated for it. Every failure is a
+// milmer::Error naming the file and the tensor.
+//
+// Checksums: the writer stores each tensor's CRC-32 (zlib's, milmer/io/crc32.hpp) in the
+// metadata, under kChecksumKey, as one JSON object {"tensor name": "8 hex digits", ...}. The
+// reader checks that object covers exactly the file's tensors and verifies every tensor it
+// reads; a mismatch is an Error naming the file and the tensor. A file without the key (one
+// written by Python's safetensors, e.g. tests/golden or tools/convert_swin.py's output) is
+// read unverified: the format has no checksum of its own.
 //
 // The writer puts the tensors in name order, contiguously, pads the header with spaces to a
 // multiple of 8 bytes, and writes through a temporary file in the same directory that is
@@ -24,6 +32,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -40,6 +49,7 @@
 #include <unistd.h>
 
 #include "milmer/error.hpp"
+#include "milmer/io/crc32.hpp"
 #include "milmer/io/json.hpp"
 
 namespace milmer::io {
@@ -138,7 +148,8 @@ using TensorMap = std::map<std::string, Tensor>;
 struct SafetensorsFile {
   std::string path;  // for error messages
   TensorMap tensors;
-  std::map<std::string, std::string> metadata;
+  std::map<std::string, std::string> metadata;  // without kChecksumKey
+  bool checksums_verified = false;              // the file had checksums, and they matched
 
   bool contains(const std::string& name) const { return tensors.count(name) != 0; }
 
@@ -166,6 +177,33 @@ struct SafetensorsFile {
   }
 };
 
+// The metadata key of the per-tensor CRC-32s (see the top of this file).
+inline constexpr const char* kChecksumKey = "milmer.crc32";
+
+// One tensor as the header describes it: offsets [begin, end) into the data buffer.
+struct TensorEntry {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+  std::uint64_t begin = 0, end = 0;
+};
+
+// Everything but the tensor data: what read_safetensors_header checks and returns.
+struct SafetensorsHeader {
+  std::string path;  // for error messages
+  std::uint64_t file_bytes = 0;
+  std::uint64_t data_start = 0;                    // 8 + header length
+  std::vector<TensorEntry> tensors;                // in name order
+  std::map<std::string, std::string> metadata;     // without kChecksumKey
+  std::map<std::string, std::uint32_t> checksums;  // empty when the file has none
+};
+
+inline std::string crc_hex(std::uint32_t crc) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%08x", crc);
+  return buf;
+}
+
 namespace detail {
 
 // The format's own limit on the header size; also bounds what a corrupt length makes us read.
@@ -179,16 +217,9 @@ inline DType parse_dtype(const std::string& s, const std::string& op, const std:
   throw Error(op, name, "dtype F32, F64, I64 or I32", "dtype " + s);
 }
 
-struct Entry {
-  std::string name;
-  DType dtype;
-  Shape shape;
-  std::uint64_t begin, end;
-};
-
-inline std::vector<Entry> parse_header(const std::string& text, std::uint64_t data_bytes,
-                                       const std::string& op,
-                                       std::map<std::string, std::string>& metadata) {
+inline std::vector<TensorEntry> parse_header(const std::string& text, std::uint64_t data_bytes,
+                                             const std::string& op,
+                                             std::map<std::string, std::string>& metadata) {
   // nlohmann keeps the last of duplicate keys; the format forbids them, so spot them here.
   std::set<std::string> seen;
   std::string duplicate;
@@ -208,7 +239,7 @@ inline std::vector<Entry> parse_header(const std::string& text, std::uint64_t da
   check(header.is_object(), op, "header", "a JSON object", json_type(header));
   if (!duplicate.empty()) throw Error(op, duplicate, "one entry per tensor", "a duplicate entry");
 
-  std::vector<Entry> entries;
+  std::vector<TensorEntry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const json& v = it.value();
@@ -226,7 +257,7 @@ inline std::vector<Entry> parse_header(const std::string& text, std::uint64_t da
     for (auto f = v.begin(); f != v.end(); ++f)
       check(f.key() == "dtype" || f.key() == "shape" || f.key() == "data_offsets", op, name,
             "only fields dtype, shape, data_offsets", "field '" + f.key() + "'");
-    Entry e;
+    TensorEntry e;
     e.name = name;
     const std::string ctx = op + ": tensor '" + name + "'";
     e.dtype = parse_dtype(as_string(get_field(v, "dtype", ctx), "dtype", ctx), op, name);
@@ -260,14 +291,14 @@ inline std::vector<Entry> parse_header(const std::string& text, std::uint64_t da
   }
 
   // The tensors must tile the data buffer: sorted by offset, each starts where the last ended.
-  std::vector<const Entry*> order;
+  std::vector<const TensorEntry*> order;
   for (const auto& e : entries) order.push_back(&e);
-  std::stable_sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
+  std::stable_sort(order.begin(), order.end(), [](const TensorEntry* a, const TensorEntry* b) {
     return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
   });
   std::uint64_t pos = 0;
-  const Entry* prev = nullptr;
-  for (const Entry* e : order) {
+  const TensorEntry* prev = nullptr;
+  for (const TensorEntry* e : order) {
     if (e->begin < pos)
       throw Error(op, e->name, "data that overlaps no other tensor",
                   str("bytes [", e->begin, ", ", e->end, ") overlapping '", prev->name, "' [",
@@ -285,8 +316,44 @@ inline std::vector<Entry> parse_header(const std::string& text, std::uint64_t da
 
 }  // namespace detail
 
-// Reads a whole safetensors file. Throws milmer::Error on any malformation.
-inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
+namespace detail {
+
+// The kChecksumKey metadata: a JSON object with one 8-hex-digit CRC-32 per tensor of the file.
+inline std::map<std::string, std::uint32_t> parse_checksums(const std::string& text,
+                                                            const std::vector<TensorEntry>& tensors,
+                                                            const std::string& op) {
+  const std::string arg = str("__metadata__.", kChecksumKey);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(op, arg, "a JSON object of CRC-32s", e.what());
+  }
+  check(j.is_object(), op, arg, "a JSON object of CRC-32s", json_type(j));
+  std::map<std::string, std::uint32_t> crcs;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string v = it.value().is_string() ? it.value().get<std::string>() : "";
+    const bool hex = v.size() == 8 && v.find_first_not_of("0123456789abcdef") == std::string::npos;
+    check(hex, op, str(arg, ".", it.key()), "a CRC-32 as 8 lowercase hex digits",
+          it.value().dump());
+    crcs[it.key()] = static_cast<std::uint32_t>(std::stoul(v, nullptr, 16));
+  }
+  std::set<std::string> names;
+  for (const auto& t : tensors) {
+    check(crcs.count(t.name) != 0, op, t.name, str("a CRC-32 in ", arg), "none");
+    names.insert(t.name);
+  }
+  for (const auto& [name, crc] : crcs)
+    check(names.count(name) != 0, op, str(arg, ".", name), "a CRC-32 of a tensor the file holds",
+          "a CRC-32 for no tensor of the file");
+  return crcs;
+}
+
+}  // namespace detail
+
+// Reads and checks a safetensors file's header (everything but the tensor data): the header
+// length against the file size, then every entry and the checksums as described at the top.
+inline SafetensorsHeader read_safetensors_header(const std::filesystem::path& path) {
   const std::string op = str("safetensors ", path.string());
   std::error_code ec;
   const std::uint64_t file_bytes = std::filesystem::file_size(path, ec);
@@ -307,18 +374,44 @@ inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   in.read(text.data(), static_cast<std::streamsize>(header_bytes));
   check(static_cast<bool>(in), op, "header", str(header_bytes, " bytes"), "a short read");
 
+  SafetensorsHeader h;
+  h.path = path.string();
+  h.file_bytes = file_bytes;
+  h.data_start = 8 + header_bytes;
+  h.tensors = detail::parse_header(text, file_bytes - h.data_start, op, h.metadata);
+  if (auto it = h.metadata.find(kChecksumKey); it != h.metadata.end()) {
+    h.checksums = detail::parse_checksums(it->second, h.tensors, op);
+    h.metadata.erase(it);
+  }
+  return h;
+}
+
+// Reads a whole safetensors file, verifying each tensor's checksum when the file has them.
+// Throws milmer::Error on any malformation.
+inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
+  const SafetensorsHeader h = read_safetensors_header(path);
+  const std::string op = str("safetensors ", h.path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(op, "file", "a readable file", "cannot open");
   SafetensorsFile out;
-  out.path = path.string();
-  const std::uint64_t data_start = 8 + header_bytes;
-  const auto entries = detail::parse_header(text, file_bytes - data_start, op, out.metadata);
-  for (const auto& e : entries) {
+  out.path = h.path;
+  out.metadata = h.metadata;
+  out.checksums_verified = !h.checksums.empty();
+  for (const auto& e : h.tensors) {
+    // e.end - e.begin lies inside the file (checked with the header).
     Tensor t{e.dtype, e.shape, std::vector<std::byte>(e.end - e.begin)};
     if (!t.bytes.empty()) {
-      in.seekg(static_cast<std::streamoff>(data_start + e.begin));
+      in.seekg(static_cast<std::streamoff>(h.data_start + e.begin));
       in.read(reinterpret_cast<char*>(t.bytes.data()),
               static_cast<std::streamsize>(t.bytes.size()));
       check(static_cast<bool>(in), op, e.name, str(t.bytes.size(), " bytes of data"),
             "a short read");
+    }
+    if (auto c = h.checksums.find(e.name); c != h.checksums.end()) {
+      const std::uint32_t crc = crc32_update(0, t.bytes.data(), t.bytes.size());
+      check(crc == c->second, op, e.name,
+            str("CRC-32 ", crc_hex(c->second), " (", kChecksumKey, " in the metadata)"),
+            str(crc_hex(crc), " (tensor data corrupt)"));
     }
     out.tensors.emplace(e.name, std::move(t));
   }
@@ -344,8 +437,9 @@ inline void write_all(int fd, const void* p, std::size_t n, const std::string& o
 inline void write_safetensors(const std::filesystem::path& path, const TensorMap& tensors,
                               const std::map<std::string, std::string>& metadata = {}) {
   const std::string op = str("write_safetensors ", path.string());
-  ordered_json header = ordered_json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  check(metadata.count(kChecksumKey) == 0, op, str("metadata '", kChecksumKey, "'"),
+        "no such key (the writer computes the checksums)", "a caller-supplied value");
+  ordered_json entries = ordered_json::object(), crcs = ordered_json::object();
   std::uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     check(!name.empty() && name != "__metadata__", op, name, "a tensor name", "a reserved name");
@@ -355,11 +449,18 @@ inline void write_safetensors(const std::filesystem::path& path, const TensorMap
     check(t.bytes.size() == want, op, name,
           str(want, " bytes for ", dtype_name(t.dtype), " ", shape_string(t.shape)),
           str(t.bytes.size(), " bytes"));
-    header[name] = {{"dtype", dtype_name(t.dtype)},
-                    {"shape", t.shape},
-                    {"data_offsets", {offset, offset + want}}};
+    entries[name] = {{"dtype", dtype_name(t.dtype)},
+                     {"shape", t.shape},
+                     {"data_offsets", {offset, offset + want}}};
+    crcs[name] = crc_hex(crc32_update(0, t.bytes.data(), t.bytes.size()));
     offset += want;
   }
+  ordered_json header = ordered_json::object();
+  if (!metadata.empty() || !tensors.empty()) {
+    header["__metadata__"] = metadata;
+    if (!tensors.empty()) header["__metadata__"][kChecksumKey] = crcs.dump();
+  }
+  header.update(entries);
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
   const std::uint64_t n = text.size();
