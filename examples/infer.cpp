@@ -46,6 +46,7 @@ int run(const Args& a) {
   const std::string ck = a.checkpoint;
   const auto meta = read_safetensors_metadata(ck);
   MilmerConfig cfg = checkpoint_config(meta, ck);
+  check_checkpoint_tensors(cfg, ck);  // before the model is built from cfg
   const auto labels_it = meta.find("labels");
   const std::string trained_labels = labels_it != meta.end() ? labels_it->second : "";
   const std::string labels = !a.labels.empty() ? a.labels : trained_labels;

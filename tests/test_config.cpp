@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -275,4 +276,111 @@ TEST_CASE("config: invalid configs are refused with the key named") {
     CHECK(m.find(p.string()) != std::string::npos);
     fs::remove(p);
   }
+}
+
+TEST_CASE("config: every size is bounded, and so are the products they imply") {
+  auto refused = [](const milmer::io::json& j, const std::string& what) {
+    const auto m = cfg_error([&] { (void)MilmerConfig::from_json(j, "checkpoint c: config"); });
+    CHECK_MESSAGE(m.find("checkpoint c: config") != std::string::npos, m);
+    CHECK_MESSAGE(m.find(what) != std::string::npos, m);
+  };
+  // One field at a time, each far out of range but a valid int32.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> fields = {
+      {{"fusion_layers"}, "'fusion_layers': expected in [1, 1024], got 200000000"},
+      {{"ffn_dim"}, "'ffn_dim': expected in [1, 1048576]"},
+      {{"queries"}, "'queries': expected in [1, 65536]"},
+      {{"amil_hidden"}, "'amil_hidden'"},
+      {{"frames"}, "'frames': expected in [1, 4096]"},
+      {{"eeg_channels"}, "'eeg_channels'"},
+      {{"eeg_samples"}, "'eeg_samples'"},
+      {{"classes"}, "'classes': expected in [2, 1024]"},
+      {{"swin", "image_size"}, "'image_size': expected in [1, 4096]"},
+      {{"swin", "embed_dim"}, "'embed_dim'"},
+      {{"swin", "num_channels"}, "'num_channels'"},
+      {{"swin", "window_size"}, "'window_size'"},
+  };
+  for (const auto& [path, what] : fields) {
+    CAPTURE(what);
+    auto j = tiny_json();
+    auto& v = path.size() == 1 ? j[path[0]] : j[path[0]][path[1]];
+    v = 200'000'000;
+    refused(j, what);
+  }
+  auto j = tiny_json();
+  j["swin"]["depths"] = {2, 100000};
+  refused(j, "'depths[1]': expected in [1, 64]");
+  j = tiny_json();
+  j["swin"]["mlp_ratio"] = 1e300;
+  refused(j, "'mlp_ratio'");
+  // In range one by one, too large together: 4 x 2 x 1048576 x 32 x 32-wide FFN weights...
+  j = tiny_json();
+  j["fusion_layers"] = 1024;
+  j["ffn_dim"] = 1 << 20;
+  refused(j, "'parameter count': expected at most 1073741824, got ");
+  // ...and a 4096 x 4096 image in 1 x 1 patches: no more parameters, a 268 M-element frame.
+  j = tiny_json();
+  j["swin"]["image_size"] = 4096;
+  j["swin"]["patch_size"] = 1;
+  refused(j, "'activations per frame'");
+  j = tiny_json();
+  j["frames"] = 4096;
+  j["swin"]["image_size"] = 1024;
+  refused(j, "'activations per sample'");
+  // The presets are far inside every bound.
+  MilmerConfig::paper().validate();
+  CHECK(MilmerConfig::paper().sample_activation_elements() < milmer::kMaxSampleActivations / 100);
+}
+
+namespace {
+
+// A checkpoint of `c`'s parameters (zeros) and their AdamW moments, with `c` in its metadata.
+void write_checkpoint(const fs::path& p, const MilmerConfig& c, const MilmerConfig& meta) {
+  milmer::io::TensorMap t;
+  for (const auto& s : milmer::parameter_specs(c)) {
+    const std::vector<float> zeros(static_cast<std::size_t>(s.numel()));
+    for (const char* prefix : {"", "optim.m.", "optim.v."})
+      t[prefix + s.name] = milmer::io::Tensor::from<float>(s.shape, zeros);
+  }
+  milmer::io::write_safetensors(p, t, {{"config", meta.to_json().dump()}, {"step", "0"}});
+}
+
+}  // namespace
+
+TEST_CASE("config: a checkpoint's config must agree with the tensors it holds") {
+  const fs::path dir =
+      fs::temp_directory_path() / milmer::str("milmer_test_checkpoint_tensors_", ::getpid());
+  fs::create_directories(dir);
+  const fs::path p = dir / "checkpoint.safetensors";
+  const MilmerConfig tiny = MilmerConfig::tiny();
+  write_checkpoint(p, tiny, tiny);
+  milmer::check_checkpoint_tensors(tiny, p);
+
+  // The file holds `holds`' tensors; its metadata (what a reader would build) says `says`.
+  auto refused = [&](const MilmerConfig& holds, const MilmerConfig& says) {
+    write_checkpoint(p, holds, says);
+    const auto m = cfg_error([&] { milmer::check_checkpoint_tensors(says, p); });
+    CHECK_MESSAGE(m.find("checkpoint " + p.string() + ": argument 'tensors'") != std::string::npos,
+                  m);
+    return m;
+  };
+  SUBCASE("more fusion layers than the file holds") {
+    MilmerConfig says = tiny;
+    says.fusion_layers = 1000;
+    const auto m = refused(tiny, says);
+    CHECK(m.find("11976 missing (fusion.layers.2.self_attn.in_proj_weight") != std::string::npos);
+  }
+  SUBCASE("a wider FFN than the tensors") {
+    MilmerConfig says = tiny;
+    says.ffn_dim = 1 << 20;
+    const auto m = refused(tiny, says);
+    CHECK(m.find("fusion.layers.0.linear1.bias is F32 [64], expected F32 [1048576]") !=
+          std::string::npos);
+  }
+  SUBCASE("fewer layers than the tensors") {
+    MilmerConfig holds = tiny;
+    holds.fusion_layers = 3;
+    const auto m = refused(holds, tiny);
+    CHECK(m.find("unexpected (fusion.layers.2.") != std::string::npos);
+  }
+  fs::remove_all(dir);
 }

@@ -14,18 +14,64 @@
 // table for window_size and fails on such a stage, so no checkpoint can exist for it.
 // LayerNorm eps: layer_norm_eps in the blocks and the final norm; 1e-5 (PyTorch's default) in
 // the patch-embedding and patch-merging norms, whatever layer_norm_eps says.
+//
+// Bounds: configs come from files (config.json, a checkpoint's metadata), so validate() puts
+// every size in a range far above any published model, then bounds the products the sizes
+// imply: the parameter count (kMaxParameters) and the activation elements of one frame and
+// one sample (kMaxFrameActivations, kMaxSampleActivations). A config that passes cannot make
+// the library allocate without bound; check_checkpoint_tensors() also checks a checkpoint's
+// config against the tensors the file holds, before any model is built from it.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "milmer/error.hpp"
 #include "milmer/io/json.hpp"
+#include "milmer/io/safetensors.hpp"
 
 namespace milmer {
+
+// Product bounds of validate() (see the top of this file). The paper model has 41 million
+// parameters, 1.2 million elements in a frame's largest activation, 14 million in a sample's.
+inline constexpr std::int64_t kMaxParameters = std::int64_t{1} << 30;
+inline constexpr double kMaxFrameActivations = double(std::int64_t{1} << 28);
+inline constexpr double kMaxSampleActivations = double(std::int64_t{1} << 31);
+
+namespace detail {
+
+// check(lo <= v <= hi) with the range in the message; false for NaN.
+template <class T>
+void check_range(T v, T lo, T hi, const std::string& ctx, const std::string& name) {
+  check(v >= lo && v <= hi, ctx, name, str("in [", lo, ", ", hi, "]"), str(v));
+}
+
+}  // namespace detail
+
+// One parameter: its checkpoint name and its shape (PyTorch layouts; Linear: out x in).
+struct ParamSpec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+  }
+  bool operator==(const ParamSpec&) const = default;
+};
+
+struct SwinConfig;
+inline std::vector<ParamSpec> swin_parameter_specs(const SwinConfig& c,
+                                                   const std::string& prefix = "");
+inline std::int64_t parameter_count(const std::vector<ParamSpec>& specs);
 
 struct SwinConfig {
   int image_size = 224;
@@ -83,23 +129,35 @@ struct SwinConfig {
   int out_width() const { return width(stages() - 1); }
   int out_tokens() const { return tokens(stages() - 1); }
 
+  // Elements of one frame's largest activation: over the stages, the MLP hidden layer or the
+  // attention scores (padded tokens x heads x window^2), in double (no overflow).
+  double frame_activation_elements() const {
+    double m = 0;
+    for (int s = 0; s < stages(); ++s) {
+      const double tokens = double(padded_resolution(s)) * padded_resolution(s);
+      const double w2 = double(window(s)) * window(s);
+      m = std::max(m, tokens * std::max<double>(mlp_hidden(s), heads(s) * w2));
+    }
+    return m;
+  }
+
   void validate(const std::string& ctx = "SwinConfig") const {
-    auto positive = [&](int v, const char* name) { check(v > 0, ctx, name, "> 0", str(v)); };
-    positive(image_size, "image_size");
-    positive(patch_size, "patch_size");
-    positive(num_channels, "num_channels");
-    positive(embed_dim, "embed_dim");
-    positive(window_size, "window_size");
+    using detail::check_range;
+    check_range(image_size, 1, 4096, ctx, "image_size");
+    check_range(patch_size, 1, image_size, ctx, "patch_size");
+    check_range(num_channels, 1, 16, ctx, "num_channels");
+    check_range(embed_dim, 1, 4096, ctx, "embed_dim");
+    check_range(window_size, 1, 1024, ctx, "window_size");
     check(!depths.empty(), ctx, "depths", "at least one stage", "none");
     check(depths.size() <= 8, ctx, "depths", "at most 8 stages", str(depths.size()));
     check(num_heads.size() == depths.size(), ctx, "num_heads",
           str(depths.size(), " entries (one per stage in depths)"), str(num_heads.size()));
-    check(mlp_ratio > 0, ctx, "mlp_ratio", "> 0", str(mlp_ratio));
-    check(layer_norm_eps > 0, ctx, "layer_norm_eps", "> 0", str(layer_norm_eps));
+    check_range(mlp_ratio, 1e-3, 64.0, ctx, "mlp_ratio");
+    check_range(layer_norm_eps, 1e-12, 1.0, ctx, "layer_norm_eps");
     check(drop_path_rate >= 0 && drop_path_rate < 1, ctx, "drop_path_rate", "in [0, 1)",
           str(drop_path_rate));
     for (int s = 0; s < stages(); ++s) {
-      check(depths[s] > 0, ctx, str("depths[", s, "]"), "> 0", str(depths[s]));
+      check_range(depths[s], 1, 64, ctx, str("depths[", s, "]"));
       check(num_heads[s] > 0, ctx, str("num_heads[", s, "]"), "> 0", str(num_heads[s]));
       check(width(s) % num_heads[s] == 0, ctx, str("num_heads[", s, "]"),
             str("a divisor of the stage width ", width(s)), str(num_heads[s]));
@@ -110,6 +168,14 @@ struct SwinConfig {
                 " (transformers fails on smaller maps)"),
             str(window_size));
     }
+    const std::int64_t params = parameter_count(swin_parameter_specs(*this, ""));
+    check(params <= kMaxParameters, ctx, "parameter count", str("at most ", kMaxParameters),
+          str(params));
+    check(frame_activation_elements() <= kMaxFrameActivations, ctx, "activations per frame",
+          str("at most ", kMaxFrameActivations,
+              " elements (image_size, patch_size, embed_dim, "
+              "mlp_ratio, num_heads, window_size)"),
+          str(frame_activation_elements()));
   }
 
   // From a transformers config.json dict. Missing keys keep transformers' defaults (which
@@ -187,6 +253,9 @@ struct SwinConfig {
   }
 };
 
+struct MilmerConfig;
+inline std::vector<ParamSpec> parameter_specs(const MilmerConfig& c);
+
 struct MilmerConfig {
   SwinConfig swin;
   int frames = 10;
@@ -243,28 +312,46 @@ struct MilmerConfig {
     return c;
   }
 
+  // Elements of the activations one sample needs, roughly (every frame through Swin, the
+  // cross-attention scores, the fusion attention scores and FFN, the inputs), in double.
+  double sample_activation_elements() const {
+    const double t = fusion_tokens();
+    return double(frames) * (swin.frame_activation_elements() +
+                             double(swin.num_channels) * swin.image_size * swin.image_size) +
+           double(queries) * selected_tokens() * ca_heads + t * t * fusion_heads + t * ffn_dim +
+           double(eeg_channels) * eeg_samples;
+  }
+
   void validate(const std::string& ctx = "MilmerConfig") const {
+    using detail::check_range;
     swin.validate(ctx + ": swin");
-    auto positive = [&](int v, const char* name) { check(v > 0, ctx, name, "> 0", str(v)); };
-    positive(frames, "frames");
-    positive(amil_hidden, "amil_hidden");
-    positive(queries, "queries");
-    positive(ca_heads, "ca_heads");
-    positive(eeg_channels, "eeg_channels");
-    positive(eeg_samples, "eeg_samples");
-    positive(fusion_layers, "fusion_layers");
-    positive(fusion_heads, "fusion_heads");
-    positive(ffn_dim, "ffn_dim");
+    check_range(frames, 1, 4096, ctx, "frames");
     check(top_k >= 1 && top_k <= frames, ctx, "top_k", str("in [1, frames = ", frames, "]"),
           str(top_k));
+    check_range(amil_hidden, 1, 1 << 16, ctx, "amil_hidden");
+    check_range(queries, 1, 1 << 16, ctx, "queries");
+    check(ca_heads > 0, ctx, "ca_heads", "> 0", str(ca_heads));
     check(width() % ca_heads == 0, ctx, "ca_heads", str("a divisor of the model width ", width()),
           str(ca_heads));
+    check_range(eeg_channels, 1, 4096, ctx, "eeg_channels");
+    check_range(eeg_samples, 1, 1 << 20, ctx, "eeg_samples");
+    check_range(fusion_layers, 1, 1024, ctx, "fusion_layers");
+    check(fusion_heads > 0, ctx, "fusion_heads", "> 0", str(fusion_heads));
     check(width() % fusion_heads == 0, ctx, "fusion_heads",
           str("a divisor of the model width ", width()), str(fusion_heads));
-    check(classes >= 2, ctx, "classes", ">= 2", str(classes));
+    check_range(ffn_dim, 1, 1 << 20, ctx, "ffn_dim");
+    check_range(classes, 2, 1024, ctx, "classes");
     for (auto [p, name] : {std::pair{ca_dropout, "ca_dropout"}, std::pair{dropout, "dropout"},
                            std::pair{head_dropout, "head_dropout"}})
       check(p >= 0 && p < 1, ctx, name, "in [0, 1)", str(p));
+    // Every size is bounded now, so these sums cannot overflow.
+    const std::int64_t params = parameter_count(parameter_specs(*this));
+    check(params <= kMaxParameters, ctx, "parameter count", str("at most ", kMaxParameters),
+          str(params));
+    check(sample_activation_elements() <= kMaxSampleActivations, ctx, "activations per sample",
+          str("at most ", kMaxSampleActivations,
+              " elements (frames, image, queries, fusion tokens, ffn_dim, EEG)"),
+          str(sample_activation_elements()));
   }
 
   // Section 9 format: every key required, unknown keys refused (a typo must not fall back
@@ -332,23 +419,10 @@ struct MilmerConfig {
 // ---------------------------------------------------------------------------------------
 // Parameter names and shapes (MODEL_SPEC section 9), PyTorch layouts (Linear: out x in).
 
-struct ParamSpec {
-  std::string name;
-  std::vector<std::int64_t> shape;
-
-  std::int64_t numel() const {
-    std::int64_t n = 1;
-    for (auto d : shape) n *= d;
-    return n;
-  }
-  bool operator==(const ParamSpec&) const = default;
-};
-
 // Swin parameters under the names transformers writes to checkpoints, in forward order:
 // patch embedding, then per block layernorm_before, bias table, query, key, value, output,
 // layernorm_after, MLP; patch merging after each stage but the last; the final LayerNorm.
-inline std::vector<ParamSpec> swin_parameter_specs(const SwinConfig& c,
-                                                   const std::string& prefix = "") {
+inline std::vector<ParamSpec> swin_parameter_specs(const SwinConfig& c, const std::string& prefix) {
   std::vector<ParamSpec> v;
   auto add = [&](std::string name, std::vector<std::int64_t> shape) {
     v.push_back({prefix + std::move(name), std::move(shape)});
@@ -459,6 +533,56 @@ inline std::int64_t parameter_count(const std::vector<ParamSpec>& specs) {
   std::int64_t n = 0;
   for (const auto& p : specs) n += p.numel();
   return n;
+}
+
+// ---------------------------------------------------------------------------------------
+// A checkpoint's config, checked before a model is built from it.
+
+// Checks that the checkpoint at `path` holds exactly the tensors `c` implies: every parameter
+// of parameter_specs(c) as F32 of its shape; optionally its AdamW moments optim.m.<name> and
+// optim.v.<name> of the same shape; Swin's relative_position_index buffers; nothing else.
+// Reads the header only. One Error names the file and lists every missing, mismatched and
+// unexpected tensor. Called on a checkpoint's config before a model is built from it, so that
+// the model allocates what the file's own tensors imply: a few corrupted bytes of metadata
+// cannot make it allocate more.
+inline void check_checkpoint_tensors(const MilmerConfig& c, const std::filesystem::path& path) {
+  const io::SafetensorsHeader file = io::read_safetensors_header(path);
+  std::map<std::string, const ParamSpec*> params;
+  const std::vector<ParamSpec> specs = parameter_specs(c);
+  for (const auto& p : specs) params[p.name] = &p;
+  std::vector<std::string> missing, mismatched, unexpected;
+  std::set<std::string> held;
+  for (const auto& t : file.tensors) held.insert(t.name);
+  for (const auto& p : specs)
+    if (!held.count(p.name)) missing.push_back(p.name);
+  for (const auto& t : file.tensors) {
+    std::string name = t.name;
+    for (const char* moment : {"optim.m.", "optim.v."})
+      if (name.starts_with(moment)) name = name.substr(std::string(moment).size());
+    const auto it = params.find(name);
+    if (it == params.end()) {
+      if (!(name == t.name && name.starts_with("swin.") && is_swin_buffer_name(name)))
+        unexpected.push_back(t.name);
+    } else if (t.dtype != io::DType::F32 || t.shape != it->second->shape) {
+      mismatched.push_back(str(t.name, " is ", io::dtype_name(t.dtype), " ",
+                               io::shape_string(t.shape), ", expected F32 ",
+                               io::shape_string(it->second->shape)));
+    }
+  }
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) return;
+  auto list = [](const char* what, const std::vector<std::string>& v) {
+    std::string s = str(v.size(), " ", what, " (");
+    for (std::size_t i = 0; i < v.size() && i < 5; ++i) s += (i ? ", " : "") + v[i];
+    return s + (v.size() > 5 ? ", ...)" : ")");
+  };
+  std::string got;
+  for (auto [what, v] : {std::pair{"missing", &missing}, std::pair{"mismatched", &mismatched},
+                         std::pair{"unexpected", &unexpected}})
+    if (!v->empty()) got += (got.empty() ? "" : "; ") + list(what, *v);
+  throw Error("checkpoint " + file.path, "tensors",
+              str("the ", specs.size(), " parameters its config implies (", parameter_count(specs),
+                  " values)"),
+              got);
 }
 
 }  // namespace milmer
