@@ -373,6 +373,16 @@ TEST_SUITE("gemm") {
             }
   }
 
+  TEST_CASE("cuBLASLt gets the operands' real alignments, at most its 256-byte default") {
+    alignas(256) static float buf[128];
+    CHECK(milmer::gemm_detail::pointer_alignment(buf) == 256);
+    CHECK(milmer::gemm_detail::pointer_alignment(buf + 4) == 16);
+    CHECK(milmer::gemm_detail::pointer_alignment(buf + 64) == 256);
+    CHECK(milmer::gemm_detail::pointer_alignment(buf + 1) == 4);
+    CHECK(milmer::gemm_detail::pointer_alignment(buf + 6) == 8);
+    CHECK(milmer::gemm_detail::pointer_alignment(reinterpret_cast<char*>(buf) + 1) == 1);
+  }
+
   TEST_CASE("the launchers name the op, the argument and the mismatch") {
     milmer::Context ctx;
     DeviceVector<float> x(64), w(64), y(64), z(64);

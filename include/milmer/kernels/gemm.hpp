@@ -278,6 +278,16 @@ void launch_bias_activation(Context& ctx, Epilogue act, T* out, T* pre, const T*
   }
 }
 
+// The alignment of a pointer in bytes, as cuBLASLt's CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES
+// wants it: the largest power of two dividing the address, at most 256 (cuBLASLt assumes
+// 256 when the preference is not set).
+inline std::uint32_t pointer_alignment(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::uint32_t align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
 #if MILMER_TARGET_CUDA
 // out (M x N) = inp (M x K) @ weight^T (+ bias) (relu), one cuBLASLt call with the epilogue
 // fused (CUBLASLT_EPILOGUE_BIAS / RELU / RELU_BIAS). Column-major view: D^T (N x M) =
@@ -318,6 +328,19 @@ inline void lt_linear_forward(Context& ctx, float* out, const float* inp, const 
   const uint64_t workspace_bytes = Context::kWorkspaceBytes;
   MILMER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       s.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof(workspace_bytes)));
+  // The real alignments of the operands: weights in the parameter arena are 16-byte aligned
+  // and operands can be offsets into a packed weight, while an unset preference lets the
+  // heuristic pick a kernel that assumes 256-byte alignment.
+  const std::uint32_t align_a = pointer_alignment(weight), align_b = pointer_alignment(inp),
+                      align_cd = pointer_alignment(out);
+  MILMER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      s.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
+  MILMER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      s.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
+  MILMER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      s.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_cd, sizeof(align_cd)));
+  MILMER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      s.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_cd, sizeof(align_cd)));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   MILMER_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.lt(), s.op, s.a, s.b, s.d, s.d, s.pref, 1,
