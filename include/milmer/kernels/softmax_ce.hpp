@@ -73,6 +73,10 @@ __global__ void softmax_ce_rows_kernel(T* out, float* losses, const T* logits, c
 
   if (lane == 0) losses[row] = label_ok ? (m - label_logit) + logf(s) : NAN;
 
+  // With out == logits, the lane that owns the label column overwrites x[label], which every
+  // lane read above. A shuffle orders execution, not memory: __syncwarp makes those reads
+  // happen before the writes below.
+  __syncwarp();
   for (int j = lane; j < classes; j += 32) {
     const float p = expf(static_cast<float>(x[j]) - m) / s;
     float v;
