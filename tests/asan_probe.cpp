@@ -13,7 +13,7 @@ __global__ void write_past_global_end(float* out, int n) {
 }
 
 __global__ void write_past_shared_end(float* out, int i) {
-  __shared__ float tile[32];
+  MILMER_SHARED(float, tile, [32]);
   tile[i] = 1.0f;  // i = 32
   out[threadIdx.x] = tile[threadIdx.x];
 }

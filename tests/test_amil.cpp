@@ -16,7 +16,7 @@ namespace amiltest {
 
 // Runs the block top-K primitive on one block (kernels need external linkage).
 __global__ void block_topk_kernel(int* top, const float* values, int n, int k) {
-  __shared__ typename milmer::kernels::AmilTopK::TempStorage temp;
+  MILMER_SHARED(typename milmer::kernels::AmilTopK::TempStorage, temp, );
   milmer::kernels::AmilTopK::select(temp, values, n, k, top);
 }
 

@@ -16,7 +16,7 @@ using milmer::emu::Schedule;
 
 // Sum of each block's slice with a shared-memory tree; correct only with its barriers.
 __global__ void block_sum(const float* x, float* out, int n) {
-  __shared__ float buf[256];
+  MILMER_SHARED(float, buf, [256]);
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   buf[threadIdx.x] = i < n ? x[i] : 0.0f;
   __syncthreads();
@@ -30,7 +30,7 @@ __global__ void block_sum(const float* x, float* out, int n) {
 // Each thread reads its left neighbour's value through shared memory, with the barrier
 // between the write and the read planted out: a race that sequential order hides.
 __global__ void shift_missing_barrier(const float* x, float* out, int n) {
-  __shared__ float buf[256];
+  MILMER_SHARED(float, buf, [256]);
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   buf[threadIdx.x] = i < n ? x[i] : 0.0f;
   if (i < n) out[i] = threadIdx.x > 0 ? buf[threadIdx.x - 1] : 0.0f;
@@ -39,7 +39,7 @@ __global__ void shift_missing_barrier(const float* x, float* out, int n) {
 // Each thread reads a value written by the other warp, with only a warp shuffle (no block
 // barrier) in between: a cross-warp race.
 __global__ void cross_warp_missing_barrier(const float* x, float* out) {
-  __shared__ float buf[64];
+  MILMER_SHARED(float, buf, [64]);
   const unsigned t = threadIdx.x;
   buf[t] = x[t];
   const float mine = __shfl_xor_sync(0xffffffffu, buf[t], 1);
@@ -80,7 +80,7 @@ __global__ void atomics(float* fsum, int* isum, int* imax) {
 }
 
 __global__ void shared_atomics(int* out) {
-  __shared__ int count;
+  MILMER_SHARED(int, count, );
   if (threadIdx.x == 0) count = 0;
   __syncthreads();
   atomicAdd(&count, 1);
@@ -323,6 +323,11 @@ TEST_SUITE("emulator") {
     CHECK_THROWS_AS(milmer::launch(coordinates, dim3(1), dim3(2048), 0, nullptr, out.data()),
                     milmer::Error);
     CHECK_THROWS_AS(milmer::launch(coordinates, dim3(0), dim3(32), 0, nullptr, out.data()),
+                    milmer::Error);
+    CHECK_THROWS_AS(
+        milmer::launch(coordinates, dim3(2147483648u), dim3(32), 0, nullptr, out.data()),
+        milmer::Error);
+    CHECK_THROWS_AS(milmer::launch(coordinates, dim3(1, 65536), dim3(32), 0, nullptr, out.data()),
                     milmer::Error);
   }
 

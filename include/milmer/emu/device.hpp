@@ -2,8 +2,8 @@
 //
 // threadIdx / blockIdx / blockDim / gridDim, warpSize, __syncthreads, the warp operations
 // (__syncwarp, __shfl*_sync with width and partial masks, __ballot_sync, __any_sync,
-// __all_sync), atomics on global and shared memory (real atomics), static __shared__ (one
-// copy per OS thread; one block runs at a time on an OS thread, so one copy per block) and
+// __all_sync), atomics on global and shared memory (real atomics), static shared memory
+// (MILMER_SHARED: one copy per block, from an arena of the OS thread running the block) and
 // the math intrinsics the library's kernels use. Types (__half, __nv_bfloat16, dim3,
 // float4...) come from the CUDA toolkit's own headers, which compile with g++.
 #pragma once
@@ -18,9 +18,12 @@
 
 #include "milmer/emu/scheduler.hpp"
 
-// host_defines.h (from the toolkit) defines __shared__ as nothing for a host compiler.
+// Static shared memory has exactly one form, MILMER_SHARED(T, name, extents) (below), so the
+// emulator can give every block its own poisoned copy and count its size. host_defines.h
+// (from the toolkit) defines __shared__ as nothing for a host compiler; here it is an error.
 #undef __shared__
-#define __shared__ static thread_local
+#define __shared__ \
+  static_assert(false, "declare static shared memory with MILMER_SHARED(T, name, extents)");
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
@@ -185,6 +188,17 @@ template <class T>
 T __ldg(const T* p) {
   return *p;
 }
+
+// The one form of static shared memory: MILMER_SHARED(float, tile, [32][33]); declares
+// `float tile[32][33]` in shared memory (__shared__ on the cuda target). T must not contain
+// a comma (use an alias); extents may be empty. On the host each block gets its own copy,
+// placed when the block first reaches the declaration and, in strict mode, filled with 0xff
+// bytes.
+#define MILMER_SHARED(T, name, extents)                                            \
+  static thread_local ::milmer::emu::SharedSlot milmer_shared_slot_##name;         \
+  std::type_identity_t<T extents>& name =                                          \
+      *static_cast<std::type_identity_t<T extents>*>(::milmer::emu::static_shared( \
+          milmer_shared_slot_##name, sizeof(T extents), alignof(T extents)))
 
 // The one form of dynamic shared memory: MILMER_DYNAMIC_SHARED(float, smem); declares
 // `float* smem` over the launch's shared_bytes (extern __shared__ on the cuda target).

@@ -14,10 +14,18 @@
 // never complete), barriers reached from different call sites, and warp operations whose
 // lanes disagree on the mask or the operation, all thrown as milmer::Error naming the
 // kernel, the block and the thread.
+//
+// Strict mode (MILMER_EMU_STRICT=1, the default; 0 turns it off) adds what the hardware
+// would punish without a clear message: shared memory (static and dynamic) starts every
+// block as 0xff bytes (a float NaN), so a read before a write shows; and the shared memory
+// of a block (static + dynamic) must fit the limits of the emulated architecture
+// (MILMER_EMU_ARCH=80 or 90, default 90): 48 KB unless the kernel opted in with
+// cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize), at most the
+// architecture's opt-in maximum. Static shared memory is declared with MILMER_SHARED (see
+// device.hpp) and allocated per block from a per-OS-thread arena as the block reaches each
+// declaration, which is when the emulator learns the kernel's static size.
 #pragma once
 
-#include <cxxabi.h>
-#include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <boost/context/detail/fcontext.hpp>
@@ -40,7 +48,9 @@
 
 #include <vector_types.h>
 
+#include "milmer/device_limits.hpp"
 #include "milmer/error.hpp"
+#include "milmer/symbol_name.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -91,6 +101,8 @@ struct Settings {
   std::uint64_t seed = 0;
   unsigned threads = 1;
   std::size_t stack_bytes = 256 * 1024;
+  bool strict = true;
+  int arch = 90;
 
   static Settings from_env() {
     Settings s;
@@ -114,8 +126,23 @@ struct Settings {
     if (kb < 64 || kb > 65536)
       throw Error("emulator", "MILMER_EMU_STACK_KB", "64 to 65536", std::to_string(kb));
     s.stack_bytes = static_cast<std::size_t>(kb) * 1024;
+    const std::string strict = env_string("MILMER_EMU_STRICT", "1");
+    if (strict != "0" && strict != "1")
+      throw Error("emulator", "MILMER_EMU_STRICT", "0 or 1", "'" + strict + "'");
+    s.strict = strict == "1";
+    const std::string arch = env_string("MILMER_EMU_ARCH", "90");
+    if (arch != "80" && arch != "90")
+      throw Error("emulator", "MILMER_EMU_ARCH", "80 or 90", "'" + arch + "'");
+    s.arch = arch == "80" ? 80 : 90;
     return s;
   }
+};
+
+// What the emulated runtime knows about one kernel.
+struct KernelRecord {
+  std::size_t static_shared_bytes = 0;  // the most a block has declared so far
+  int max_dynamic_shared = -1;          // cudaFuncAttributeMaxDynamicSharedMemorySize; -1: unset
+  unsigned attribute_sets = 0;          // cudaFuncSetAttribute calls that succeeded
 };
 
 struct Global {
@@ -124,25 +151,24 @@ struct Global {
   Counters counters;
   LaunchRecord last;
   std::uint64_t launch_serial = 0;
+  std::map<const void*, KernelRecord> kernels;
   static Global& get() {
     static Global g;
     return g;
   }
 };
 
-// Name of a kernel from its address: the symbol table (the host target links with
-// -rdynamic), demangled; the address when no symbol is found.
-inline std::string symbol_name(const void* fn) {
-  Dl_info info{};
-  if (dladdr(fn, &info) && info.dli_sname) {
-    int status = 0;
-    char* d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-    std::string s = status == 0 && d ? d : info.dli_sname;
-    std::free(d);
-    return s;
-  }
-  return str("kernel@", fn);
-}
+// What one launch's blocks share: set by run_grid, read by the blocks' OS threads.
+struct LaunchContext {
+  const void* kernel = nullptr;
+  const std::string* name = nullptr;
+  std::size_t dynamic_bytes = 0;
+  bool strict = true;
+  int arch = 90;
+  const std::function<void(std::size_t)>* on_static_shared = nullptr;
+  std::atomic<std::size_t> static_bytes_seen{0};
+};
+inline thread_local LaunchContext* tls_launch = nullptr;
 
 enum class State : std::uint8_t { ready, at_barrier, at_warp, done };
 enum class WarpKind : std::uint8_t {
@@ -643,23 +669,162 @@ inline unsigned os_threads() {
   return detail::Pool::get().size();
 }
 
+// Strict mode (MILMER_EMU_STRICT): poison and the checks of memory spaces and shared-memory
+// limits. Tests switch it in-process to show a planted bug goes unnoticed without it.
+inline bool strict() {
+  auto& g = detail::Global::get();
+  std::lock_guard lk(g.mu);
+  return g.settings.strict;
+}
+inline void set_strict(bool on) {
+  auto& g = detail::Global::get();
+  std::lock_guard lk(g.mu);
+  g.settings.strict = on;
+}
+// The emulated architecture (MILMER_EMU_ARCH): 80 (A100) or 90 (H100).
+inline int arch() {
+  auto& g = detail::Global::get();
+  std::lock_guard lk(g.mu);
+  return g.settings.arch;
+}
+inline void set_arch(int a) {
+  check(a == 80 || a == 90, "emulator", "arch", "80 or 90", std::to_string(a));
+  auto& g = detail::Global::get();
+  std::lock_guard lk(g.mu);
+  g.settings.arch = a;
+}
+
+inline detail::KernelRecord kernel_record(const void* kernel) {
+  auto& g = detail::Global::get();
+  std::lock_guard lk(g.mu);
+  auto it = g.kernels.find(kernel);
+  return it == g.kernels.end() ? detail::KernelRecord{} : it->second;
+}
+
+namespace detail {
+
+// The hardware's rules for a block of `static_bytes` static and the launch's dynamic shared
+// memory: static at most 48 KB; without the opt-in attribute, static + dynamic at most 48 KB;
+// with it, dynamic at most the attribute and the total at most the architecture's maximum.
+inline void check_shared_limits(const LaunchContext& l, std::size_t static_bytes) {
+  int attribute = -1;
+  {
+    auto& g = Global::get();
+    std::lock_guard lk(g.mu);
+    attribute = g.kernels[l.kernel].max_dynamic_shared;
+  }
+  const std::string op = str("launch of ", *l.name, " (emulating sm_", l.arch, ")");
+  const std::size_t total = static_bytes + l.dynamic_bytes;
+  const std::string got =
+      str(total, " bytes (", static_bytes, " static + ", l.dynamic_bytes, " dynamic)");
+  check(static_bytes <= kSharedDefaultBytes, op, "static shared memory",
+        str("at most ", kSharedDefaultBytes, " bytes (more must be dynamic)"),
+        str(static_bytes, " bytes"));
+  if (attribute < 0) {
+    check(total <= kSharedDefaultBytes, op, "shared memory per block",
+          str("at most ", kSharedDefaultBytes,
+              " bytes without cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize)"),
+          got);
+    return;
+  }
+  check(l.dynamic_bytes <= static_cast<std::size_t>(attribute), op, "dynamic shared memory",
+        str("at most ", attribute,
+            " bytes (the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize)"),
+        str(l.dynamic_bytes, " bytes"));
+  check(total <= shared_optin_bytes(l.arch), op, "shared memory per block",
+        str("at most ", shared_optin_bytes(l.arch), " bytes (sm_", l.arch, "'s opt-in maximum)"),
+        got);
+}
+
+// Static shared memory of the block running on this OS thread: a per-OS-thread arena,
+// given out as the block reaches each MILMER_SHARED declaration.
+struct StaticSharedArena {
+  // The largest opt-in maximum, plus room for AddressSanitizer's redzones between variables.
+  static constexpr std::size_t kBytes = shared_optin_bytes(90) + 64 * 1024;
+  static constexpr std::size_t kRedzone = MILMER_EMU_ASAN ? 32 : 0;
+  unsigned char* base = nullptr;
+  std::size_t used = 0;         // arena bytes in use, redzones included
+  std::size_t block_bytes = 0;  // the block's static shared memory as the hardware counts it
+  std::uint64_t block_serial = 0;
+
+  StaticSharedArena() {
+    base = static_cast<unsigned char*>(std::aligned_alloc(256, kBytes));
+    if (base == nullptr)
+      throw Error("emulator", "static shared memory arena", str(kBytes, " bytes"), "out of memory");
+#if MILMER_EMU_ASAN
+    __asan_poison_memory_region(base, kBytes);
+#endif
+  }
+  ~StaticSharedArena() {
+#if MILMER_EMU_ASAN
+    __asan_unpoison_memory_region(base, kBytes);
+#endif
+    std::free(base);
+  }
+  StaticSharedArena(const StaticSharedArena&) = delete;
+  StaticSharedArena& operator=(const StaticSharedArena&) = delete;
+
+  // A new block: every variable is given out afresh.
+  void start_block() {
+#if MILMER_EMU_ASAN
+    __asan_poison_memory_region(base, used);
+#endif
+    used = 0;
+    block_bytes = 0;
+    ++block_serial;
+  }
+  static StaticSharedArena& get() {
+    thread_local StaticSharedArena arena;
+    return arena;
+  }
+};
+
+inline std::size_t round_up(std::size_t v, std::size_t align) {
+  return (v + align - 1) / align * align;
+}
+
+}  // namespace detail
+
+// One MILMER_SHARED variable of a kernel, per OS thread: which block last placed it, where.
+struct SharedSlot {
+  std::uint64_t block_serial;
+  std::size_t offset;
+};
+
 // Runs a whole grid and returns when it has finished (the host target's launches are
 // synchronous, which keeps stream order trivially). `body` runs one CUDA thread.
+// `on_static_shared`, when given, is called with a block's static shared bytes whenever they
+// grow (and once before the blocks with what earlier launches declared): the launcher's
+// chance to opt in to more shared memory, as it does from cudaFuncGetAttributes on a GPU.
+// Without it the launch is like <<<>>>: nothing opts in.
 inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::size_t shared_bytes,
-                     const std::function<void()>& body) {
+                     const std::function<void()>& body,
+                     const std::function<void(std::size_t)>* on_static_shared = nullptr) {
   if (detail::tls_runner != nullptr)
     throw Error("emulator", "launch", "a launch from host code",
                 "a launch from inside a running kernel");
   auto& g = detail::Global::get();
-  const std::string name = detail::symbol_name(kernel_address);
+  const std::string name = symbol_name(kernel_address);
   const std::uint64_t nblocks = std::uint64_t{grid.x} * grid.y * grid.z;
   Schedule sched;
   std::uint64_t seed;
+  detail::LaunchContext launch_ctx;
+  launch_ctx.kernel = kernel_address;
+  launch_ctx.name = &name;
+  launch_ctx.dynamic_bytes = shared_bytes;
+  launch_ctx.on_static_shared = on_static_shared;
+  std::size_t known_static = 0;
   {
     std::lock_guard lk(g.mu);
     sched = g.settings.schedule;
     seed = g.settings.seed * 0x100000001B3ull + g.launch_serial++;
+    launch_ctx.strict = g.settings.strict;
+    launch_ctx.arch = g.settings.arch;
+    known_static = g.kernels[kernel_address].static_shared_bytes;
   }
+  if (on_static_shared) (*on_static_shared)(known_static);
+  if (launch_ctx.strict) detail::check_shared_limits(launch_ctx, known_static);
+  const unsigned char shared_fill = launch_ctx.strict ? 0xff : 0x00;
   std::atomic<std::uint64_t> next{0};
   std::atomic<bool> failed{false};
   std::atomic<std::uint64_t> barrier_total{0}, warp_total{0};
@@ -667,7 +832,9 @@ inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::siz
   std::exception_ptr first_error;
   auto job = [&](unsigned) {
     detail::BlockRunner& runner = detail::this_thread_runner();
+    detail::StaticSharedArena& arena = detail::StaticSharedArena::get();
     detail::tls_runner = &runner;
+    detail::tls_launch = &launch_ctx;
     std::vector<unsigned char> dyn(shared_bytes);
     tls_dynamic_shared = shared_bytes ? dyn.data() : nullptr;
     tls_dynamic_shared_bytes = shared_bytes;
@@ -678,9 +845,11 @@ inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::siz
       const uint3 bi{static_cast<unsigned>(b % grid.x),
                      static_cast<unsigned>((b / grid.x) % grid.y),
                      static_cast<unsigned>(b / (std::uint64_t{grid.x} * grid.y))};
-      // Shared memory is not initialised on the hardware: poison it (NaN bytes) so a kernel
-      // that reads before it writes sees garbage here too.
-      if (shared_bytes) std::memset(dyn.data(), 0xff, shared_bytes);
+      // Shared memory is not initialised on the hardware: in strict mode it is poisoned (NaN
+      // bytes) so a kernel that reads before it writes sees garbage here too. Static shared
+      // memory is poisoned as the block reaches each declaration.
+      if (shared_bytes) std::memset(dyn.data(), shared_fill, shared_bytes);
+      arena.start_block();
       try {
         runner.run_block(body, name, grid, block, bi, sched, seed, bw, wo);
       } catch (...) {
@@ -694,6 +863,7 @@ inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::siz
     tls_dynamic_shared = nullptr;
     tls_dynamic_shared_bytes = 0;
     detail::tls_runner = nullptr;
+    detail::tls_launch = nullptr;
   };
   if (nblocks == 1)
     job(0);
@@ -711,6 +881,9 @@ inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::siz
     k.blocks += nblocks;
     k.threads += nblocks * block.x * block.y * block.z;
     g.last = LaunchRecord{name, grid, block, shared_bytes, barrier_total, warp_total};
+    auto& rec = g.kernels[kernel_address];
+    rec.static_shared_bytes =
+        std::max(rec.static_shared_bytes, launch_ctx.static_bytes_seen.load());
   }
   if (first_error) std::rethrow_exception(first_error);
 }
@@ -721,6 +894,35 @@ inline void syncthreads(const std::source_location& loc) {
   if (r == nullptr)
     throw Error("__syncthreads", "caller", "a running kernel", "host code outside a launch");
   r->barrier(loc);
+}
+
+// Called from device code (MILMER_SHARED): the address of the variable of `slot` in the
+// running block, placed and poisoned when the block first reaches its declaration.
+inline void* static_shared(SharedSlot& slot, std::size_t size, std::size_t align) {
+  detail::LaunchContext* l = detail::tls_launch;
+  if (detail::tls_runner == nullptr || l == nullptr)
+    throw Error("MILMER_SHARED", "caller", "a running kernel", "host code outside a launch");
+  detail::StaticSharedArena& a = detail::StaticSharedArena::get();
+  if (slot.block_serial == a.block_serial) return a.base + slot.offset;
+  const std::size_t offset = detail::round_up(a.used + detail::StaticSharedArena::kRedzone,
+                                              std::max<std::size_t>(align, 16));
+  a.block_bytes = detail::round_up(a.block_bytes, align) + size;
+  check(offset + size <= detail::StaticSharedArena::kBytes, str("launch of ", *l->name),
+        "static shared memory", str("at most ", kSharedDefaultBytes, " bytes"),
+        str("more than ", a.block_bytes, " bytes"));
+  a.used = offset + size;
+  std::size_t seen = l->static_bytes_seen.load();
+  while (seen < a.block_bytes && !l->static_bytes_seen.compare_exchange_weak(seen, a.block_bytes)) {
+  }
+  if (l->on_static_shared) (*l->on_static_shared)(a.block_bytes);
+  if (l->strict) detail::check_shared_limits(*l, a.block_bytes);
+#if MILMER_EMU_ASAN
+  __asan_unpoison_memory_region(a.base + offset, size);
+#endif
+  std::memset(a.base + offset, l->strict ? 0xff : 0x00, size);
+  slot.block_serial = a.block_serial;
+  slot.offset = offset;
+  return a.base + offset;
 }
 
 inline std::uint64_t warp_op(detail::WarpKind kind, unsigned mask, std::uint64_t value, int param,

@@ -110,7 +110,7 @@ inline constexpr int kGradNormMaxBlocks = 1024;
 
 template <class T>
 __global__ void sum_squares_partial_kernel(float* partials, const T* x, std::int64_t n) {
-  __shared__ float sums[kGradNormThreads];
+  MILMER_SHARED(float, sums, [kGradNormThreads]);
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kGradNormThreads;
   float sum = 0.0f;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kGradNormThreads + threadIdx.x;
@@ -129,7 +129,7 @@ __global__ void sum_squares_partial_kernel(float* partials, const T* x, std::int
 
 template <int kThreads>
 __global__ void grad_norm_finish_kernel(float* norm, const float* partials, int count) {
-  __shared__ float sums[kThreads];
+  MILMER_SHARED(float, sums, [kThreads]);
   float sum = 0.0f;
   for (int i = threadIdx.x; i < count; i += kThreads) sum += partials[i];
   sums[threadIdx.x] = sum;

@@ -126,10 +126,10 @@ template <class T>
 __global__ void __launch_bounds__(kAmilThreads)
     amil_select_forward_kernel(T* z, float* a, int* topk, float* gates, const float* s, const T* x,
                                int frames, int tokens, int dim, int k) {
-  __shared__ float a_s[kAmilMaxFrames];
-  __shared__ int top_s[kAmilMaxFrames];
-  __shared__ float gate_s[kAmilMaxFrames];
-  __shared__ typename AmilTopK::TempStorage temp;
+  MILMER_SHARED(float, a_s, [kAmilMaxFrames]);
+  MILMER_SHARED(int, top_s, [kAmilMaxFrames]);
+  MILMER_SHARED(float, gate_s, [kAmilMaxFrames]);
+  MILMER_SHARED(typename AmilTopK::TempStorage, temp, );
   const int b = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float* sb = s + static_cast<std::int64_t>(b) * frames;
   if (warp == 0) {  // softmax over the frames, by one warp (F is small)
@@ -177,7 +177,7 @@ template <class T>
 __global__ void __launch_bounds__(kAmilThreads)
     amil_select_backward_kernel(T* dx, float* dg_by_frame, const T* dz, const T* x, const int* topk,
                                 const float* gates, int frames, int tokens, int dim, int k) {
-  __shared__ float scratch[32];
+  MILMER_SHARED(float, scratch, [32]);
   const int f = blockIdx.x, b = blockIdx.y;
   int slot = -1;
   for (int j = 0; j < k; ++j)
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(kAmilThreads)
 // ds holds dg by frame on entry (0 for unselected frames) and ds on exit. One warp per sample.
 MILMER_KERNEL void __launch_bounds__(32)
     amil_gate_backward_kernel(float* ds, const int* topk, const float* gates, int frames, int k) {
-  __shared__ float dg_s[kAmilMaxFrames];  // dg by slot k
+  MILMER_SHARED(float, dg_s, [kAmilMaxFrames]);  // dg by slot k
   const int b = blockIdx.x, lane = threadIdx.x;
   float* dsb = ds + static_cast<std::int64_t>(b) * frames;
   const int* tb = topk + static_cast<std::int64_t>(b) * k;

@@ -91,7 +91,7 @@ inline constexpr int kPartialRowLanes = 8;  // threads that split a block's rows
 template <class T>
 __global__ void column_partial_sums(float* partials, const T* src, int rows, int cols,
                                     int rows_per_part) {
-  __shared__ float lane_sums[kPartialRowLanes][kPartialColumns + 1];
+  MILMER_SHARED(float, lane_sums, [kPartialRowLanes][kPartialColumns + 1]);
   const int col = blockIdx.x * kPartialColumns + threadIdx.x;
   const int row_begin = blockIdx.y * rows_per_part;
   const int row_end = rows - row_begin < rows_per_part ? rows : row_begin + rows_per_part;

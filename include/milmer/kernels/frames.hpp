@@ -55,7 +55,7 @@ __global__ void gate_scale_forward_kernel(T* z, const T* x, const float* gates,
 template <class T>
 __global__ void gate_scale_backward_kernel(T* dx, float* dg, const T* dz, const T* x,
                                            const float* gates, std::int64_t per_frame) {
-  __shared__ float partial[kFramesThreads];
+  MILMER_SHARED(float, partial, [kFramesThreads]);
   const std::int64_t slot = blockIdx.x;
   const float g = gates[slot];
   const T* dz_f = dz + slot * per_frame;

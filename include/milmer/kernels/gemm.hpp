@@ -156,7 +156,7 @@ inline constexpr int kBiasGradRowThreads = 32;  // threads per column = blockDim
 // dbias[c] += sum over rows of grad[r, c]. Block (32, 32); see the file comment.
 template <class T>
 __global__ void bias_grad_kernel(T* dbias, const T* grad, std::int64_t rows, int cols) {
-  __shared__ float partial[kBiasGradRowThreads][kBiasGradColumns + 1];
+  MILMER_SHARED(float, partial, [kBiasGradRowThreads][kBiasGradColumns + 1]);
   const int col = blockIdx.x * kBiasGradColumns + threadIdx.x;
   float sum = 0.0f;
   if (col < cols)

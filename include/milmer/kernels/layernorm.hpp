@@ -179,7 +179,7 @@ __global__ void layernorm_backward_rows(T* dinp, float* partials, const T* dout,
                                         int rows, int width, int rows_per_part,
                                         bool accumulate_dinp, bool partials_in_shared) {
   MILMER_DYNAMIC_SHARED(float, shared_partials);
-  __shared__ float2 warp_totals[kLayerNormBackwardMaxThreads / 32];
+  MILMER_SHARED(float2, warp_totals, [kLayerNormBackwardMaxThreads / 32]);
   float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 2 * width;
   float* const dweight_acc =
       zeroed_accumulators(partials_in_shared ? shared_partials : part_partials, 2, width);

@@ -118,7 +118,7 @@ __global__ void residual_layernorm_backward_rows(T* dresidual, T* dbranch, float
                                                  std::uint64_t seed, std::uint64_t offset,
                                                  bool partials_in_shared) {
   MILMER_DYNAMIC_SHARED(float, shared_partials);
-  __shared__ float2 warp_totals[kResidualLayerNormBackwardMaxThreads / 32];
+  MILMER_SHARED(float2, warp_totals, [kResidualLayerNormBackwardMaxThreads / 32]);
   float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 3 * width;
   float* const dweight_acc =
       zeroed_accumulators(partials_in_shared ? shared_partials : part_partials, 3, width);

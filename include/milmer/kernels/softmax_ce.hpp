@@ -92,7 +92,7 @@ __global__ void softmax_ce_rows_kernel(T* out, float* losses, const T* logits, c
 // loss_mean[0] = sum(losses) / rows, in a fixed order. One block of kThreads (a power of 2).
 template <int kThreads>
 __global__ void mean_loss_kernel(float* loss_mean, const float* losses, int rows) {
-  __shared__ float partial[kThreads];
+  MILMER_SHARED(float, partial, [kThreads]);
   float sum = 0.0f;
   for (int i = threadIdx.x; i < rows; i += kThreads) sum += losses[i];
   partial[threadIdx.x] = sum;

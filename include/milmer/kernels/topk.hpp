@@ -16,8 +16,9 @@
 //
 // select_by_rank() is compiled on both targets (so nvcc checks it too); select() is the
 // one kernels call. Usage, from every thread of a 1-D block of kThreads threads:
-//   __shared__ typename BlockTopK<256, 2>::TempStorage temp;
-//   BlockTopK<256, 2>::select(temp, values, n, k, top_index);   // n <= 512, 1 <= k <= n
+//   using TopK = BlockTopK<256, 2>;
+//   MILMER_SHARED(typename TopK::TempStorage, temp, );
+//   TopK::select(temp, values, n, k, top_index);                 // n <= 512, 1 <= k <= n
 //   __syncthreads();                                              // before reading top_index
 // `values` (n floats) must be readable by every thread (shared or global memory, written
 // before a __syncthreads()); top_index (k ints) may be shared or global memory.

@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
 template <class T>
 __global__ void __launch_bounds__(kWindowAttentionThreads)
     window_attention_table_grad_reduce(T* d_table, const float* table_partial, int slots) {
-  __shared__ float sums[kWindowAttentionThreads];
+  MILMER_SHARED(float, sums, [kWindowAttentionThreads]);
   const int r = blockIdx.x, h = blockIdx.y, rows = gridDim.x, heads = gridDim.y;
   const float* src = table_partial + (static_cast<std::int64_t>(h) * rows + r) * slots;
   float acc = 0.0f;
