@@ -91,7 +91,7 @@ inline std::vector<int> frame_selection(int shard_frames, int model_frames) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Protocols (docs/data.md): which samples train and which test.
+// Protocols (docs/data.md §9): which samples train and which test.
 
 struct Protocol {
   std::string name = "subject-dependent";  // subject-dependent | window-level | loso

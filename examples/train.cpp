@@ -612,7 +612,7 @@ int main(int argc, char** argv) {
                      ->check(CLI::IsMember({"tiny", "paper"}))
                      ->capture_default_str();
   auto* config = app.add_option("--config", a.config_path,
-                                "model config JSON (MODEL_SPEC section 9) instead of a preset")
+                                "model config JSON (docs/model.md §10) instead of a preset")
                      ->check(CLI::ExistingFile);
   preset->excludes(config);
   app.add_option("--labels", a.labels, "label scheme (sets the number of classes)")

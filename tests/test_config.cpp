@@ -61,7 +61,7 @@ milmer::io::json tiny_json() {
 
 }  // namespace
 
-TEST_CASE("config: paper preset geometry matches MODEL_SPEC") {
+TEST_CASE("config: paper preset geometry matches docs/model.md") {
   const auto c = MilmerConfig::paper();
   c.validate();
   const SwinConfig& s = c.swin;
@@ -140,7 +140,7 @@ TEST_CASE("config: parameter specs equal the names and shapes of the PyTorch ref
   }
   CHECK(milmer_configs >= 3);  // tiny, paper and the fixture configs
   CHECK(swin_configs >= 2);
-  // MODEL_SPEC section 8: Swin-T about 27.5 M parameters.
+  // docs/model.md §9: Swin-T has 27,519,354 parameters.
   const auto paper = milmer::parameter_specs(MilmerConfig::paper());
   CHECK(milmer::parameter_count(milmer::swin_parameter_specs(MilmerConfig::paper().swin)) ==
         27'519'354);

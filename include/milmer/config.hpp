@@ -1,5 +1,5 @@
 // milmer configs: the Swin encoder (a transformers SwinConfig) and the whole Milmer model
-// (design/MODEL_SPEC.md section 9), their presets, JSON load/save, validation, the derived
+// (docs/model.md §10), their presets, JSON load/save, validation, the derived
 // sizes kernels and launchers need, and the checkpoint contract: every parameter's name and
 // shape in one deterministic order (tools/milmer_reference.py's `parameter_specs` gives the
 // same list; tests/test_config.cpp compares the two through tests/golden).
@@ -285,10 +285,10 @@ struct MilmerConfig {
   // 1 + N + C: the fusion sequence [CLS; visual; EEG].
   int fusion_tokens() const { return 1 + queries + eeg_channels; }
 
-  // MODEL_SPEC sections 1-6.
+  // Every default of docs/model.md (§9).
   static MilmerConfig paper() { return MilmerConfig{}; }
 
-  // MODEL_SPEC section 7; tools/milmer_reference.py's tiny_config() holds the same values.
+  // docs/model.md §9; tools/milmer_reference.py's tiny_config() holds the same values.
   // Swin 32x32 / patch 2 -> 16x16 (width 16, 1 head) -> 8x8 (width 32, 2 heads), window 4:
   // both stages shift and have several windows. D = 32, M = 64.
   static MilmerConfig tiny() {
@@ -354,7 +354,7 @@ struct MilmerConfig {
           str(sample_activation_elements()));
   }
 
-  // Section 9 format: every key required, unknown keys refused (a typo must not fall back
+  // docs/model.md §10: every key required, unknown keys refused (a typo must not fall back
   // to a default silently).
   static MilmerConfig from_json(const io::json& j, const std::string& ctx = "milmer config") {
     check(j.is_object(), ctx, "config", "a JSON object", io::json_type(j));
@@ -366,7 +366,8 @@ struct MilmerConfig {
     for (auto it = j.begin(); it != j.end(); ++it)
       check(std::find_if(std::begin(kKeys), std::end(kKeys),
                          [&](const char* k) { return it.key() == k; }) != std::end(kKeys),
-            ctx, it.key(), "no such key (section 9 keys only)", "an unknown key");
+            ctx, it.key(), "no such key (the keys of docs/model.md section 10 only)",
+            "an unknown key");
     MilmerConfig c;
     c.swin = SwinConfig::from_json(io::get_field(j, "swin", ctx), ctx + ": swin");
     c.frames = io::get_int(j, "frames", ctx);
@@ -417,7 +418,7 @@ struct MilmerConfig {
 };
 
 // ---------------------------------------------------------------------------------------
-// Parameter names and shapes (MODEL_SPEC section 9), PyTorch layouts (Linear: out x in).
+// Parameter names and shapes (docs/model.md §11), PyTorch layouts (Linear: out x in).
 
 // Swin parameters under the names transformers writes to checkpoints, in forward order:
 // patch embedding, then per block layernorm_before, bias table, query, key, value, output,

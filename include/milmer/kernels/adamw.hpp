@@ -49,7 +49,7 @@
 namespace milmer {
 
 // torch.optim.AdamW's hyper-parameters, in double as Python holds them (defaults: the
-// model's training recipe, MODEL_SPEC section 6).
+// model's training recipe, docs/model.md §7).
 struct AdamWConfig {
   double lr = 1e-4;
   double beta1 = 0.9;

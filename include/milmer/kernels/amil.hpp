@@ -1,4 +1,4 @@
-// AMIL top-K frame selection (MODEL_SPEC section 2; attention-based multiple-instance
+// AMIL top-K frame selection (docs/model.md §3; attention-based multiple-instance
 // learning, Ilse et al.): score each frame of a sample, keep the K best, gate them.
 //
 // Math, per sample b with frames f < F, tokens m < M, width D, hidden L:

@@ -1,4 +1,4 @@
-// Milmer: the whole model of MODEL_SPEC.md (sections 1-6) with a hand-written backward pass
+// Milmer: the whole model of docs/model.md (§1-§8) with a hand-written backward pass
 // and its training step (loss, backward, AdamW, cosine schedule). docs/model.md walks through
 // the data flow with every tensor's shape.
 //
@@ -50,7 +50,7 @@
 namespace milmer {
 
 // Learning rate at `step` (0-based) of `total`: optional linear warm-up to lr, then cosine
-// decay from lr to final_fraction * lr at the last step (MODEL_SPEC.md section 6).
+// decay from lr to final_fraction * lr at the last step (docs/model.md §7).
 struct CosineSchedule {
   double lr = 1e-4;
   double final_fraction = 0.1;
@@ -115,8 +115,8 @@ class Milmer {
     params_.upload(ctx, host);
   }
 
-  // Loads every parameter from a section 9 safetensors file (optimizer state, if present,
-  // is left to load_checkpoint). Nothing is written unless the whole file checks out.
+  // Loads every parameter from a safetensors file of docs/model.md §11 names (optimizer state,
+  // if present, is left to load_checkpoint). Nothing is written unless the whole file checks out.
   void load_parameters(Context& ctx, const io::SafetensorsFile& file) {
     std::vector<std::string> unknown;
     for (const auto& [name, t] : file.tensors) {
@@ -124,7 +124,8 @@ class Milmer {
         continue;
       unknown.push_back(name);
     }
-    check(unknown.empty(), "Milmer::load " + file.path, "tensors", "only section 9 parameter names",
+    check(unknown.empty(), "Milmer::load " + file.path, "tensors",
+          "only docs/model.md section 11 parameter names",
           str("unknown tensor ", unknown.empty() ? "" : unknown[0]));
     swin_.load(ctx, file, "swin.");
     params_.load(ctx, file, "", [](const std::string& n) {
@@ -242,7 +243,7 @@ class Milmer {
     return l;
   }
 
-  // The same with the learning rate of the cosine schedule (MODEL_SPEC section 6) at the
+  // The same with the learning rate of the cosine schedule (docs/model.md §7) at the
   // current step.
   float train_step(Context& ctx, int B, const CosineSchedule& schedule, std::uint64_t seed,
                    std::span<const int> host_labels = {}) {
@@ -253,7 +254,7 @@ class Milmer {
   AdamWConfig& optimizer() { return adamw_; }
 
   // ---- checkpoints ---------------------------------------------------------------------
-  // Parameters (section 9 names), AdamW moments (optim.m.<name>, optim.v.<name>) and the
+  // Parameters (docs/model.md §11 names), AdamW moments (optim.m.<name>, optim.v.<name>) and the
   // step, written atomically (temp file, fsync, rename).
   void save_checkpoint(Context& ctx, const std::filesystem::path& path,
                        std::map<std::string, std::string> metadata = {}) const {

@@ -1,5 +1,5 @@
 // SwinEncoder: the Swin Transformer of transformers' SwinModel (last_hidden_state), written
-// from the library's kernels with a hand-written backward pass. MODEL_SPEC.md section 1.
+// from the library's kernels with a hand-written backward pass. docs/model.md §2.
 //
 // Data flow for B images (per stage s: width C, map H x H, window w = min(window, H), shift
 // on odd blocks unless H <= window, map padded to Hp = ceil(H/w) w for attention):
@@ -10,7 +10,7 @@
 //                ln2 = LN(x); x = x + DropPath(GELU(ln2 @ W1^T + b1) @ W2^T + b2)
 //   per stage but the last: x = Linear(LN(merge_gather(x)))     (B, L/4, 2C)
 //   out = LN(x)                                                 (B, L_last, C_last)
-// Drop-path is applied to both residual branches as in MODEL_SPEC.md (transformers applies
+// Drop-path is applied to both residual branches as in docs/model.md §2 (transformers applies
 // it to the attention branch only; both are identical in evaluation, where it is off).
 //
 // Memory: parameters and gradients in one ParameterSet; activations for `capacity` images
