@@ -356,6 +356,9 @@ TEST_SUITE("emulator") {
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     CHECK_THROWS_AS(MILMER_CUDA_CHECK(cudaMalloc(nullptr, 4)), milmer::Error);
+    // The check that threw took the error off the last-error state: the next launch's
+    // cudaGetLastError must not report it again.
+    CHECK(cudaGetLastError() == cudaSuccess);
   }
 
   TEST_CASE("the cuBLAS shim keeps column-major conventions, transposes and batches") {
