@@ -5,6 +5,7 @@
 // 256 bytes, what cudaMalloc gives, so every carved tensor allows 16-byte vector access.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -91,6 +92,37 @@ class Arena {
  private:
   DeviceBuffer<unsigned char> buf_;
   std::size_t used_ = 0;
+};
+
+// Sizes and carves one arena from one description of its tensors, so that the list is
+// written once: build(layout) calls layout(plan) twice, first to count the bytes, then, with
+// the arena allocated, to take them in the same order. Every take is at least one element.
+class ArenaPlan {
+ public:
+  template <class T = float>
+  T* take(std::int64_t n, const char* what) {
+    const std::size_t count = static_cast<std::size_t>(std::max<std::int64_t>(n, 1));
+    if (!arena_) {
+      bytes_ += Arena::round_up(count * sizeof(T));
+      return nullptr;
+    }
+    return arena_->take<T>(count, what);
+  }
+
+  template <class Layout>
+  static Arena build(Layout&& layout) {
+    ArenaPlan count;
+    layout(count);
+    Arena arena(count.bytes_);
+    ArenaPlan carve;
+    carve.arena_ = &arena;
+    layout(carve);
+    return arena;
+  }
+
+ private:
+  Arena* arena_ = nullptr;
+  std::size_t bytes_ = 0;
 };
 
 }  // namespace milmer

@@ -11,8 +11,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "milmer/config.hpp"
@@ -20,6 +22,8 @@
 #include "milmer/error.hpp"
 #include "milmer/io/safetensors.hpp"
 #include "milmer/memory.hpp"
+#include "milmer/rng.hpp"
+#include "milmer/tensor.hpp"
 
 namespace milmer {
 
@@ -99,6 +103,23 @@ class ParameterSet {
     values_.upload(all.data(), all.size(), ctx.stream());
   }
 
+  // The models' initialisation: LayerNorm tensors (a name with "norm") weight 1, bias 0;
+  // other biases 0; every other tensor N(0, std) from the Philox stream (seed, stream),
+  // counted over the parameters in declaration order (alignment gaps stay 0).
+  void init_normal(Context& ctx, std::uint64_t seed, std::uint64_t stream, float std) {
+    std::vector<float> host(total_, 0.0f);
+    std::uint64_t k = 0;
+    for (const auto& e : entries_) {
+      const bool norm = e.name.find("norm") != std::string::npos;
+      const bool bias = e.name.ends_with("bias");
+      for (std::size_t i = 0; i < e.numel; ++i)
+        host[e.offset + i] =
+            norm ? (bias ? 0.0f : 1.0f) : (bias ? 0.0f : philox_normal(seed, stream, k + i, std));
+      k += e.numel;
+    }
+    upload(ctx, host);
+  }
+
   // Copies all values from host memory laid out like the arena.
   void upload(Context& ctx, const std::vector<float>& host) {
     values_.upload(host.data(), host.size(), ctx.stream());
@@ -114,6 +135,19 @@ class ParameterSet {
   std::map<std::string, std::size_t> index_;
   std::size_t total_ = 0;
   DeviceBuffer<float> values_, grads_;
+};
+
+// Views of a ParameterSet's tensors by name, to build a model's typed tables once: the values
+// (T = const float) or the gradients (T = float), with the shape the kernels read, `offset`
+// elements into the tensor (a part of a packed weight, such as rows D..3D of an in-projection).
+template <class T>
+struct ParameterViews {
+  ParameterSet& set;
+  TensorView<T> operator()(const std::string& name, std::initializer_list<std::int64_t> dims,
+                           std::int64_t offset = 0) const {
+    float* base = std::is_const_v<T> ? set.value(name) : set.grad(name);
+    return TensorView<T>(base + offset, dims);
+  }
 };
 
 }  // namespace milmer

@@ -4,6 +4,7 @@
 // be stored; backward regenerates them from the same triple.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "milmer/platform.hpp"
@@ -43,6 +44,23 @@ MILMER_HD inline float philox_uniform(std::uint64_t seed, std::uint64_t offset,
                       static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32),
                       static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(offset >> 32));
   return static_cast<float>(r.c0 >> 8) * (1.0f / 16777216.0f);
+}
+
+// Normal(0, std) from Philox by Box-Muller: the same numbers on every platform (host only;
+// the models draw their initial weights with it).
+inline float philox_normal(std::uint64_t seed, std::uint64_t offset, std::uint64_t i, float std) {
+  const float u1 = philox_uniform(seed, offset, 2 * i) + 0x1.0p-25f;
+  const float u2 = philox_uniform(seed, offset, 2 * i + 1);
+  return std * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853071795864f * u2);
+}
+
+// The Philox seed of training step `step` of a run seeded `seed` (a SplitMix64 finaliser):
+// a pure function of the two, so a resumed run draws the same dropout and drop-path masks.
+inline std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) {
+  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(step) + 1;
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return x ^ (x >> 29);
 }
 
 }  // namespace milmer

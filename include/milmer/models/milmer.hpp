@@ -49,6 +49,56 @@
 
 namespace milmer {
 
+// Milmer's own tensors (all but the encoder's) with the shapes the kernels read: its
+// parameters (T = const float) or their gradients (T = float), bound once from the
+// docs/model.md section 11 names (the checkpoint contract).
+template <class T>
+struct AmilTensors {
+  TensorView<T> V_w, V_b;  // amil.V (L, D), (L)
+  TensorView<T> w_w, w_b;  // amil.w (1, L), (1)
+};
+template <class T>
+struct CompressionTensors {
+  TensorView<T> queries;       // ca.queries (N, D)
+  TensorView<T> q_w, q_b;      // rows 0..D of ca.attn.in_proj_weight / _bias: (D, D), (D)
+  TensorView<T> kv_w, kv_b;    // rows D..3D of the same, k and v adjacent: (2D, D), (2D)
+  TensorView<T> out_w, out_b;  // ca.attn.out_proj (D, D), (D)
+};
+template <class T>
+struct EegTensors {
+  TensorView<T> norm_w, norm_b;  // eeg.norm (S)
+  TensorView<T> proj_w, proj_b;  // eeg.proj (D, S), (D)
+};
+template <class T>
+struct TokenTensors {
+  TensorView<T> cls;         // fusion.cls (D)
+  TensorView<T> type_embed;  // fusion.type_embed.weight (2, D)
+  TensorView<T> pos_visual;  // fusion.pos_visual (N, D)
+  TensorView<T> pos_eeg;     // fusion.pos_eeg (C, D)
+};
+template <class T>
+struct FusionLayerTensors {              // fusion.layers.<l>.
+  TensorView<T> in_proj_w, in_proj_b;    // self_attn.in_proj_weight / _bias (3D, D), (3D)
+  TensorView<T> out_proj_w, out_proj_b;  // self_attn.out_proj (D, D), (D)
+  TensorView<T> linear1_w, linear1_b;    // linear1 (ffn, D), (ffn)
+  TensorView<T> linear2_w, linear2_b;    // linear2 (D, ffn), (D)
+  TensorView<T> norm1_w, norm1_b;        // norm1 (D)
+  TensorView<T> norm2_w, norm2_b;        // norm2 (D)
+};
+template <class T>
+struct HeadTensors {
+  TensorView<T> w, b;  // head (classes, D), (classes)
+};
+template <class T>
+struct MilmerTensors {
+  AmilTensors<T> amil;
+  CompressionTensors<T> ca;
+  EegTensors<T> eeg;
+  TokenTensors<T> tokens;
+  std::vector<FusionLayerTensors<T>> fusion;
+  HeadTensors<T> head;
+};
+
 // Learning rate at `step` (0-based) of `total`: optional linear warm-up to lr, then cosine
 // decay from lr to final_fraction * lr at the last step (docs/model.md §7).
 struct CosineSchedule {
@@ -76,6 +126,8 @@ class Milmer {
     check(batch >= 1, "Milmer", "batch", ">= 1", str(batch));
     declare_parameters();
     params_.allocate(ctx);
+    p_ = bind_tensors(ParameterViews<const float>{params_});
+    g_ = bind_tensors(ParameterViews<float>{params_});
     plan_buffers(ctx);
   }
 
@@ -102,17 +154,7 @@ class Milmer {
   // queries, cls, type and position embeddings N(0, 0.02), LayerNorms (1, 0), biases 0.
   void init(Context& ctx, std::uint64_t seed) {
     swin_.init(ctx, seed);
-    std::vector<float> host(params_.size(), 0.0f);
-    std::uint64_t k = 0;
-    for (const auto& e : params_.entries()) {
-      const bool norm = e.name.find("norm") != std::string::npos;
-      const bool bias = e.name.ends_with("bias");
-      for (std::size_t i = 0; i < e.numel; ++i)
-        host[e.offset + i] =
-            norm ? (bias ? 0.0f : 1.0f) : (bias ? 0.0f : philox_normal(seed, 0x4d49, k + i, 0.02f));
-      k += e.numel;
-    }
-    params_.upload(ctx, host);
+    params_.init_normal(ctx, seed, 0x4d49, 0.02f);
   }
 
   // Loads every parameter from a safetensors file of docs/model.md §11 names (optimizer state,
@@ -152,9 +194,8 @@ class Milmer {
     amil_forward<float>(ctx, view(z_, {B, std::int64_t{K} * M, D}), view(amil_a_, {B, F}),
                         view(topk_, {B, K}), view(gates_, {B, K}), view(amil_s_, {B, F}),
                         view(amil_h_, {B, F, cfg_.amil_hidden}), view(amil_e_, {B, F, D}),
-                        cview(x_all_, {B, F, M, D}), cmat("amil.V.weight", cfg_.amil_hidden, D),
-                        cvec("amil.V.bias", cfg_.amil_hidden),
-                        cmat("amil.w.weight", 1, cfg_.amil_hidden), cvec("amil.w.bias", 1), K);
+                        cview(x_all_, {B, F, M, D}), p_.amil.V_w, p_.amil.V_b, p_.amil.w_w,
+                        p_.amil.w_b, K);
     if (reencode) {
       const std::int64_t per_image = std::int64_t{ch} * img * img;
       frame_gather<float>(ctx, view(sel_pixels_, {B, K, per_image}),
@@ -166,11 +207,10 @@ class Milmer {
     }
     compression_forward(ctx, B);
     eeg_forward(ctx, B);
-    token_assembly_forward<float>(
-        ctx, view(fusion_in_, {B, T(), D}), cview(visual_, {B, cfg_.queries, D}),
-        cview(eeg_tok_, {B, cfg_.eeg_channels, D}), cvec("fusion.cls", D),
-        cmat("fusion.type_embed.weight", 2, D), cmat("fusion.pos_visual", cfg_.queries, D),
-        cmat("fusion.pos_eeg", cfg_.eeg_channels, D));
+    token_assembly_forward<float>(ctx, view(fusion_in_, {B, fusion_tokens(), D}),
+                                  cview(visual_, {B, cfg_.queries, D}),
+                                  cview(eeg_tok_, {B, cfg_.eeg_channels, D}), p_.tokens.cls,
+                                  p_.tokens.type_embed, p_.tokens.pos_visual, p_.tokens.pos_eeg);
     for (int l = 0; l < cfg_.fusion_layers; ++l) fusion_forward(ctx, l, B);
     head_forward(ctx, B);
   }
@@ -200,10 +240,9 @@ class Milmer {
     const int D = cfg_.width();
     token_assembly_backward<float>(
         ctx, view(d_visual_, {B, cfg_.queries, D}), view(d_eeg_tok_, {B, cfg_.eeg_channels, D}),
-        gvec("fusion.cls", D), gmat("fusion.type_embed.weight", 2, D),
-        gmat("fusion.pos_visual", cfg_.queries, D), gmat("fusion.pos_eeg", cfg_.eeg_channels, D),
-        view(ln_scratch_, {std::int64_t{cfg_.queries + cfg_.eeg_channels} * D}),
-        cview(d_x_, {B, T(), D}));
+        g_.tokens.cls, g_.tokens.type_embed, g_.tokens.pos_visual, g_.tokens.pos_eeg,
+        view(reduce_scratch_, {std::int64_t{cfg_.queries + cfg_.eeg_channels} * D}),
+        cview(d_x_, {B, fusion_tokens(), D}));
     eeg_backward(ctx, B);
     compression_backward(ctx, B);
     amil_and_encoder_backward(ctx, B);
@@ -295,10 +334,7 @@ class Milmer {
   }
 
   static std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) {
-    std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(step) + 1;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    return x ^ (x >> 29);
+    return milmer::step_seed(seed, step);
   }
 
  private:
@@ -306,7 +342,7 @@ class Milmer {
     c.validate("Milmer");
     return c;
   }
-  int T() const { return cfg_.fusion_tokens(); }
+  int fusion_tokens() const { return cfg_.fusion_tokens(); }
   std::uint64_t swin_seed() const { return seed_ ^ 0x5317A11CE5ull; }
 
   static TensorView<const float> cview(const float* p, std::initializer_list<std::int64_t> d) {
@@ -316,19 +352,38 @@ class Milmer {
                                                 std::initializer_list<std::int64_t> d) {
     return TensorView<const std::int32_t>(p, d);
   }
-  TensorView<const float> cvec(const std::string& n, std::int64_t len) {
-    return cview(params_.value(n), {len});
+
+  template <class T>
+  MilmerTensors<T> bind_tensors(const ParameterViews<T>& at) const {
+    const std::int64_t D = cfg_.width(), L = cfg_.amil_hidden, N = cfg_.queries;
+    const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, ffn = cfg_.ffn_dim;
+    MilmerTensors<T> t;
+    t.amil = {at("amil.V.weight", {L, D}), at("amil.V.bias", {L}), at("amil.w.weight", {1, L}),
+              at("amil.w.bias", {1})};
+    t.ca = {at("ca.queries", {N, D}),
+            at("ca.attn.in_proj_weight", {D, D}),
+            at("ca.attn.in_proj_bias", {D}),
+            at("ca.attn.in_proj_weight", {2 * D, D}, D * D),
+            at("ca.attn.in_proj_bias", {2 * D}, D),
+            at("ca.attn.out_proj.weight", {D, D}),
+            at("ca.attn.out_proj.bias", {D})};
+    t.eeg = {at("eeg.norm.weight", {S}), at("eeg.norm.bias", {S}), at("eeg.proj.weight", {D, S}),
+             at("eeg.proj.bias", {D})};
+    t.tokens = {at("fusion.cls", {D}), at("fusion.type_embed.weight", {2, D}),
+                at("fusion.pos_visual", {N, D}), at("fusion.pos_eeg", {C, D})};
+    for (int l = 0; l < cfg_.fusion_layers; ++l) {
+      const std::string n = str("fusion.layers.", l, ".");
+      t.fusion.push_back(
+          {at(n + "self_attn.in_proj_weight", {3 * D, D}),
+           at(n + "self_attn.in_proj_bias", {3 * D}), at(n + "self_attn.out_proj.weight", {D, D}),
+           at(n + "self_attn.out_proj.bias", {D}), at(n + "linear1.weight", {ffn, D}),
+           at(n + "linear1.bias", {ffn}), at(n + "linear2.weight", {D, ffn}),
+           at(n + "linear2.bias", {D}), at(n + "norm1.weight", {D}), at(n + "norm1.bias", {D}),
+           at(n + "norm2.weight", {D}), at(n + "norm2.bias", {D})});
+    }
+    t.head = {at("head.weight", {cfg_.classes, D}), at("head.bias", {cfg_.classes})};
+    return t;
   }
-  TensorView<const float> cmat(const std::string& n, std::int64_t r, std::int64_t c) {
-    return cview(params_.value(n), {r, c});
-  }
-  TensorView<float> gvec(const std::string& n, std::int64_t len) {
-    return view(params_.grad(n), {len});
-  }
-  TensorView<float> gmat(const std::string& n, std::int64_t r, std::int64_t c) {
-    return view(params_.grad(n), {r, c});
-  }
-  std::string layer(int l, const char* rest) const { return str("fusion.layers.", l, ".", rest); }
 
   void declare_parameters() {
     for (const auto& spec : parameter_specs(cfg_))
@@ -338,25 +393,17 @@ class Milmer {
   void plan_buffers(Context& ctx) {
     const std::int64_t B = batch_, F = cfg_.frames, K = cfg_.top_k, M = cfg_.tokens_per_frame();
     const std::int64_t D = cfg_.width(), L = cfg_.amil_hidden, N = cfg_.queries;
-    const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, Tn = T();
+    const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, Tn = fusion_tokens();
     const std::int64_t ffn = cfg_.ffn_dim, cls = cfg_.classes;
     const std::int64_t img =
         std::int64_t{cfg_.swin.num_channels} * cfg_.swin.image_size * cfg_.swin.image_size;
     const std::int64_t KM = K * M;
     const bool detach = cfg_.amil_detach_scores;
-    std::size_t bytes = 0;
-    for (int pass = 0; pass < 2; ++pass) {
-      if (pass == 1) acts_ = Arena(bytes);
-      auto take = [&](std::int64_t n, const char* what) -> float* {
-        if (pass == 0) {
-          bytes += Arena::round_up(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * 4);
-          return nullptr;
-        }
-        return acts_.take<float>(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)), what);
-      };
+    acts_ = ArenaPlan::build([&](ArenaPlan& plan) {
+      auto take = [&](std::int64_t n, const char* what) { return plan.take(n, what); };
       in_frames_ = take(B * F * img, "frames");
       in_eeg_ = take(B * C * S, "eeg");
-      in_labels_ = reinterpret_cast<int*>(take(B, "labels"));
+      in_labels_ = plan.take<int>(B, "labels");
       x_all_ = take(B * F * M * D, "x_all");
       sel_pixels_ = detach ? take(B * K * img, "selected_pixels") : nullptr;
       x_sel_ = detach ? take(B * K * M * D, "x_selected") : nullptr;
@@ -364,7 +411,7 @@ class Milmer {
       amil_h_ = take(B * F * L, "amil_h");
       amil_s_ = take(B * F, "amil_s");
       amil_a_ = take(B * F, "amil_a");
-      topk_ = reinterpret_cast<std::int32_t*>(take(B * K, "topk"));
+      topk_ = plan.take<std::int32_t>(B * K, "topk");
       gates_ = take(B * K, "gates");
       z_ = take(B * KM * D, "z");
       qproj_ = take(N * D, "ca_qproj");
@@ -404,9 +451,9 @@ class Milmer {
       d_cls_ = take(B * D, "d_cls");
       d_x_ = take(B * Tn * D, "d_x");
       d_x1_ = take(B * Tn * D, "d_x1");
-      d_branch_ = take(B * Tn * D, "d_branch");
-      d_h_ = take(B * Tn * std::max(ffn, 3 * D), "d_h");
-      d_attn_ = take(B * Tn * D, "d_attn");
+      branch_scratch_ = take(B * Tn * D, "branch_or_d_branch");
+      d_wide_ = take(B * Tn * std::max(ffn, 3 * D), "d_hidden_or_d_qkv");
+      d_partial_ = take(B * Tn * D, "d_attn_or_partial");
       d_visual_ = take(B * N * D, "d_visual");
       d_eeg_tok_ = take(B * C * D, "d_eeg_tokens");
       d_eeg_ln_ = take(B * C * S, "d_eeg_ln");
@@ -424,11 +471,11 @@ class Milmer {
       ones_ = take(B, "ones");
       // Each backward's own (rows, width); the scratch functions are monotonic in rows, so
       // a batch smaller than B fits too.
-      ln_scratch_n_ =
+      reduce_scratch_n_ =
           std::max({layernorm_backward_scratch_elements(B * C, S),
                     residual_layernorm_backward_scratch_elements(B * Tn, D), (N + C) * D});
-      ln_scratch_ = take(ln_scratch_n_, "ln_scratch");
-    }
+      reduce_scratch_ = take(reduce_scratch_n_, "reduce_scratch");
+    });
     acts_.zero(ctx.stream());
     std::vector<float> ones(static_cast<std::size_t>(B), 1.0f);
     MILMER_CUDA_CHECK(
@@ -449,24 +496,21 @@ class Milmer {
   void compression_forward(Context& ctx, int B) {
     const std::int64_t N = cfg_.queries, D = cfg_.width(),
                        KM = std::int64_t{cfg_.top_k} * cfg_.tokens_per_frame();
-    const float* w = params_.value("ca.attn.in_proj_weight");
-    const float* b = params_.value("ca.attn.in_proj_bias");
     // q = queries @ Wq^T + bq, the same for every sample: computed once, then copied.
-    linear_forward<float>(ctx, view(qproj_, {N, D}), cmat("ca.queries", N, D), cview(w, {D, D}),
-                          cview(b, {D}));
+    linear_forward<float>(ctx, view(qproj_, {N, D}), p_.ca.queries, p_.ca.q_w, p_.ca.q_b);
     for (int s = 0; s < B; ++s)
       MILMER_CUDA_CHECK(cudaMemcpyAsync(ca_q_ + s * N * D, qproj_, N * D * 4,
                                         cudaMemcpyDeviceToDevice, ctx.stream()));
     // k | v = Z @ [Wk; Wv]^T + [bk; bv]: one GEMM over the adjacent rows of in_proj_weight.
-    linear_forward<float>(ctx, view(ca_kv_, {B * KM, 2 * D}), cview(z_, {B * KM, D}),
-                          cview(w + D * D, {2 * D, D}), cview(b + D, {2 * D}));
+    linear_forward<float>(ctx, view(ca_kv_, {B * KM, 2 * D}), cview(z_, {B * KM, D}), p_.ca.kv_w,
+                          p_.ca.kv_b);
     mha_attention_forward<float>(ctx, view(ca_attn_, {B, N, D}),
                                  view(ca_lse_, {B, cfg_.ca_heads, N}), cview(ca_q_, {B, N, D}),
                                  kv_view<const float>(ca_kv_, B, KM, D, 0),
                                  kv_view<const float>(ca_kv_, B, KM, D, 1), cfg_.ca_heads,
                                  dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
-    linear_forward<float>(ctx, view(visual_, {B * N, D}), cview(ca_attn_, {B * N, D}),
-                          cmat("ca.attn.out_proj.weight", D, D), cvec("ca.attn.out_proj.bias", D));
+    linear_forward<float>(ctx, view(visual_, {B * N, D}), cview(ca_attn_, {B * N, D}), p_.ca.out_w,
+                          p_.ca.out_b);
   }
 
   // k (which = 0) or v (1) of a packed (B, L, 2D) k|v buffer, as a strided (B, L, D) view.
@@ -480,12 +524,8 @@ class Milmer {
   void compression_backward(Context& ctx, int B) {
     const std::int64_t N = cfg_.queries, D = cfg_.width(),
                        KM = std::int64_t{cfg_.top_k} * cfg_.tokens_per_frame();
-    const float* w = params_.value("ca.attn.in_proj_weight");
-    float* gw = params_.grad("ca.attn.in_proj_weight");
-    float* gb = params_.grad("ca.attn.in_proj_bias");
-    linear_backward<float>(ctx, view(d_ca_attn_, {B * N, D}), gmat("ca.attn.out_proj.weight", D, D),
-                           gvec("ca.attn.out_proj.bias", D), cview(d_visual_, {B * N, D}),
-                           cview(ca_attn_, {B * N, D}), cmat("ca.attn.out_proj.weight", D, D));
+    linear_backward<float>(ctx, view(d_ca_attn_, {B * N, D}), g_.ca.out_w, g_.ca.out_b,
+                           cview(d_visual_, {B * N, D}), cview(ca_attn_, {B * N, D}), p_.ca.out_w);
     mha_attention_backward<float>(
         ctx, view(d_ca_q_, {B, N, D}), kv_view(d_ca_kv_, B, KM, D, 0),
         kv_view(d_ca_kv_, B, KM, D, 1), cview(d_ca_attn_, {B, N, D}), cview(ca_q_, {B, N, D}),
@@ -493,38 +533,37 @@ class Milmer {
         cview(ca_attn_, {B, N, D}), cview(ca_lse_, {B, cfg_.ca_heads, N}), cfg_.ca_heads,
         dropout_p(cfg_.ca_dropout), seed_, kOffsetCompression);
     // k | v projection: dZ written, weight rows D..3D and their biases accumulate.
-    linear_backward<float>(ctx, view(d_z_, {B * KM, D}), view(gw + D * D, {2 * D, D}),
-                           view(gb + D, {2 * D}), cview(d_ca_kv_, {B * KM, 2 * D}),
-                           cview(z_, {B * KM, D}), cview(w + D * D, {2 * D, D}));
+    linear_backward<float>(ctx, view(d_z_, {B * KM, D}), g_.ca.kv_w, g_.ca.kv_b,
+                           cview(d_ca_kv_, {B * KM, 2 * D}), cview(z_, {B * KM, D}), p_.ca.kv_w);
     // q projection: the batch's dq summed (ones^T dq, one GEMM), then the Linear's backward.
     gemm<float>(ctx, view(d_qsum_, {1, N * D}), cview(ones_, {1, B}), MatOp::N,
                 cview(d_ca_q_, {B, N * D}), MatOp::N);
-    linear_backward<float>(ctx, view(d_queries_, {N, D}), view(gw, {D, D}), view(gb, {D}),
-                           cview(d_qsum_, {N, D}), cmat("ca.queries", N, D), cview(w, {D, D}));
-    add_inplace<float>(ctx, gmat("ca.queries", N, D), cview(d_queries_, {N, D}));
+    linear_backward<float>(ctx, view(d_queries_, {N, D}), g_.ca.q_w, g_.ca.q_b,
+                           cview(d_qsum_, {N, D}), p_.ca.queries, p_.ca.q_w);
+    add_inplace<float>(ctx, g_.ca.queries, cview(d_queries_, {N, D}));
   }
 
   void eeg_forward(Context& ctx, int B) {
     const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, D = cfg_.width();
     layernorm_forward<float>(ctx, view(eeg_ln_, {B * C, S}), view(eeg_mean_, {B * C}),
-                             view(eeg_rstd_, {B * C}), cview(in_eeg_, {B * C, S}),
-                             cvec("eeg.norm.weight", S), cvec("eeg.norm.bias", S), kLayerNormEps);
+                             view(eeg_rstd_, {B * C}), cview(in_eeg_, {B * C, S}), p_.eeg.norm_w,
+                             p_.eeg.norm_b, kLayerNormEps);
     linear_forward<float>(ctx, view(eeg_tok_, {B * C, D}), cview(eeg_ln_, {B * C, S}),
-                          cmat("eeg.proj.weight", D, S), cvec("eeg.proj.bias", D), Epilogue::relu);
+                          p_.eeg.proj_w, p_.eeg.proj_b, Epilogue::relu);
   }
 
   void eeg_backward(Context& ctx, int B) {
     const std::int64_t C = cfg_.eeg_channels, S = cfg_.eeg_samples, D = cfg_.width();
-    linear_backward<float>(
-        ctx, view(d_eeg_ln_, {B * C, S}), gmat("eeg.proj.weight", D, S), gvec("eeg.proj.bias", D),
-        cview(d_eeg_tok_, {B * C, D}), cview(eeg_ln_, {B * C, S}), cmat("eeg.proj.weight", D, S),
-        Epilogue::relu, cview(eeg_tok_, {B * C, D}), view(d_eeg_tok_, {B * C, D}));
+    linear_backward<float>(ctx, view(d_eeg_ln_, {B * C, S}), g_.eeg.proj_w, g_.eeg.proj_b,
+                           cview(d_eeg_tok_, {B * C, D}), cview(eeg_ln_, {B * C, S}), p_.eeg.proj_w,
+                           Epilogue::relu, cview(eeg_tok_, {B * C, D}),
+                           view(d_eeg_tok_, {B * C, D}));
     // The EEG input needs no gradient; LayerNorm's input gradient goes to scratch.
-    layernorm_backward<float>(ctx, view(d_eeg_ln_, {B * C, S}), gvec("eeg.norm.weight", S),
-                              gvec("eeg.norm.bias", S), view(ln_scratch_, {ln_scratch_n_}),
+    layernorm_backward<float>(ctx, view(d_eeg_ln_, {B * C, S}), g_.eeg.norm_w, g_.eeg.norm_b,
+                              view(reduce_scratch_, {reduce_scratch_n_}),
                               cview(d_eeg_ln_, {B * C, S}), cview(in_eeg_, {B * C, S}),
-                              cvec("eeg.norm.weight", S), cview(eeg_mean_, {B * C}),
-                              cview(eeg_rstd_, {B * C}), false);
+                              p_.eeg.norm_w, cview(eeg_mean_, {B * C}), cview(eeg_rstd_, {B * C}),
+                              false);
   }
 
   struct LayerActs {
@@ -536,100 +575,102 @@ class Milmer {
 
   void fusion_forward(Context& ctx, int l, int B) {
     LayerActs& a = layers_[l];
-    const std::int64_t Tn = T(), D = cfg_.width(), ffn = cfg_.ffn_dim, rows = B * Tn;
+    const FusionLayerTensors<const float>& lp = p_.fusion[l];
+    const std::int64_t Tn = fusion_tokens(), D = cfg_.width(), ffn = cfg_.ffn_dim, rows = B * Tn;
     const float p = dropout_p(cfg_.dropout);
     const std::uint64_t off = kOffsetFusion + 16 * static_cast<std::uint64_t>(l);
     linear_forward<float>(ctx, view(a.qkv, {rows, 3 * D}), cview(layer_input(l), {rows, D}),
-                          cmat(layer(l, "self_attn.in_proj_weight"), 3 * D, D),
-                          cvec(layer(l, "self_attn.in_proj_bias"), 3 * D));
+                          lp.in_proj_w, lp.in_proj_b);
     const auto qkv = mha_packed_qkv<const float>(a.qkv, B, Tn, D);
     mha_attention_forward<float>(ctx, view(a.attn, {B, Tn, D}),
                                  view(a.lse, {B, cfg_.fusion_heads, Tn}), qkv.q, qkv.k, qkv.v,
                                  cfg_.fusion_heads, p, seed_, off);
-    linear_forward<float>(ctx, view(tmp_branch(), {rows, D}), cview(a.attn, {rows, D}),
-                          cmat(layer(l, "self_attn.out_proj.weight"), D, D));
+    linear_forward<float>(ctx, view(branch(), {rows, D}), cview(a.attn, {rows, D}), lp.out_proj_w);
     residual_layernorm_forward<float>(
         ctx, view(a.x1, {rows, D}), view(a.sum1, {rows, D}), view(a.mean1, {rows}),
-        view(a.rstd1, {rows}), cview(layer_input(l), {rows, D}), cview(tmp_branch(), {rows, D}),
-        cvec(layer(l, "self_attn.out_proj.bias"), D), cvec(layer(l, "norm1.weight"), D),
-        cvec(layer(l, "norm1.bias"), D), kLayerNormEps, p, seed_, off + 1);
-    linear_forward<float>(ctx, view(a.h_relu, {rows, ffn}), cview(a.x1, {rows, D}),
-                          cmat(layer(l, "linear1.weight"), ffn, D),
-                          cvec(layer(l, "linear1.bias"), ffn), Epilogue::relu);
+        view(a.rstd1, {rows}), cview(layer_input(l), {rows, D}), cview(branch(), {rows, D}),
+        lp.out_proj_b, lp.norm1_w, lp.norm1_b, kLayerNormEps, p, seed_, off + 1);
+    linear_forward<float>(ctx, view(a.h_relu, {rows, ffn}), cview(a.x1, {rows, D}), lp.linear1_w,
+                          lp.linear1_b, Epilogue::relu);
     dropout_forward<float>(ctx, view(a.h_drop, {rows * ffn}), cview(a.h_relu, {rows * ffn}), p,
                            seed_, off + 2);
-    linear_forward<float>(ctx, view(tmp_branch(), {rows, D}), cview(a.h_drop, {rows, ffn}),
-                          cmat(layer(l, "linear2.weight"), D, ffn));
+    linear_forward<float>(ctx, view(branch(), {rows, D}), cview(a.h_drop, {rows, ffn}),
+                          lp.linear2_w);
     residual_layernorm_forward<float>(
         ctx, view(a.x2, {rows, D}), view(a.sum2, {rows, D}), view(a.mean2, {rows}),
-        view(a.rstd2, {rows}), cview(a.x1, {rows, D}), cview(tmp_branch(), {rows, D}),
-        cvec(layer(l, "linear2.bias"), D), cvec(layer(l, "norm2.weight"), D),
-        cvec(layer(l, "norm2.bias"), D), kLayerNormEps, p, seed_, off + 3);
+        view(a.rstd2, {rows}), cview(a.x1, {rows, D}), cview(branch(), {rows, D}), lp.linear2_b,
+        lp.norm2_w, lp.norm2_b, kLayerNormEps, p, seed_, off + 3);
   }
-  // The raw (bias-free) GEMM output of a sublayer, consumed at once by the fused kernel.
-  float* tmp_branch() { return d_branch_; }
+  // One (rows, D) buffer for a sublayer's residual branch, under two names: in forward the
+  // branch's raw (bias-free) GEMM output, consumed at once by the fused residual-LayerNorm
+  // kernel; in backward the branch's gradient.
+  float* branch() { return branch_scratch_; }
+  float* d_branch() { return branch_scratch_; }
+  // One (rows, max(ffn, 3D)) buffer for the gradients of a layer's wide tensors, under two
+  // names: the FFN hidden, then the packed q|k|v.
+  float* d_hidden() { return d_wide_; }
+  float* d_qkv() { return d_wide_; }
+  // One (rows, D) buffer, under two names: the attention output's gradient, and a partial
+  // input gradient (of x1 from the FFN, of x from the in-projection) before it is added.
+  float* d_attn() { return d_partial_; }
 
   // On entry d_x_ holds d(layer output); on exit d(layer input).
   void fusion_backward(Context& ctx, int l, int B) {
     LayerActs& a = layers_[l];
-    const std::int64_t Tn = T(), D = cfg_.width(), ffn = cfg_.ffn_dim, rows = B * Tn;
+    const FusionLayerTensors<const float>& lp = p_.fusion[l];
+    const FusionLayerTensors<float>& lg = g_.fusion[l];
+    const std::int64_t Tn = fusion_tokens(), D = cfg_.width(), ffn = cfg_.ffn_dim, rows = B * Tn;
     const float p = dropout_p(cfg_.dropout);
     const std::uint64_t off = kOffsetFusion + 16 * static_cast<std::uint64_t>(l);
     // x2 = LN2(x1 + Drop(h_drop @ W2^T + b2))
     residual_layernorm_backward<float>(
-        ctx, view(d_x1_, {rows, D}), view(d_branch_, {rows, D}), gvec(layer(l, "norm2.weight"), D),
-        gvec(layer(l, "norm2.bias"), D), gvec(layer(l, "linear2.bias"), D),
-        view(ln_scratch_, {ln_scratch_n_}), cview(d_x_, {rows, D}), cview(a.sum2, {rows, D}),
-        cvec(layer(l, "norm2.weight"), D), cview(a.mean2, {rows}), cview(a.rstd2, {rows}), p, seed_,
-        off + 3);
-    linear_backward<float>(ctx, view(d_h_, {rows, ffn}), gmat(layer(l, "linear2.weight"), D, ffn),
-                           TensorView<float>{}, cview(d_branch_, {rows, D}),
-                           cview(a.h_drop, {rows, ffn}), cmat(layer(l, "linear2.weight"), D, ffn));
-    dropout_backward<float>(ctx, view(d_h_, {rows * ffn}), cview(d_h_, {rows * ffn}), p, seed_,
-                            off + 2);
-    linear_backward<float>(ctx, view(d_attn_, {rows, D}), gmat(layer(l, "linear1.weight"), ffn, D),
-                           gvec(layer(l, "linear1.bias"), ffn), cview(d_h_, {rows, ffn}),
-                           cview(a.x1, {rows, D}), cmat(layer(l, "linear1.weight"), ffn, D),
-                           Epilogue::relu, cview(a.h_relu, {rows, ffn}), view(d_h_, {rows, ffn}));
-    add_inplace<float>(ctx, view(d_x1_, {rows, D}), cview(d_attn_, {rows, D}));
+        ctx, view(d_x1_, {rows, D}), view(d_branch(), {rows, D}), lg.norm2_w, lg.norm2_b,
+        lg.linear2_b, view(reduce_scratch_, {reduce_scratch_n_}), cview(d_x_, {rows, D}),
+        cview(a.sum2, {rows, D}), lp.norm2_w, cview(a.mean2, {rows}), cview(a.rstd2, {rows}), p,
+        seed_, off + 3);
+    linear_backward<float>(ctx, view(d_hidden(), {rows, ffn}), lg.linear2_w, TensorView<float>{},
+                           cview(d_branch(), {rows, D}), cview(a.h_drop, {rows, ffn}),
+                           lp.linear2_w);
+    dropout_backward<float>(ctx, view(d_hidden(), {rows * ffn}), cview(d_hidden(), {rows * ffn}), p,
+                            seed_, off + 2);
+    linear_backward<float>(ctx, view(d_partial_, {rows, D}), lg.linear1_w, lg.linear1_b,
+                           cview(d_hidden(), {rows, ffn}), cview(a.x1, {rows, D}), lp.linear1_w,
+                           Epilogue::relu, cview(a.h_relu, {rows, ffn}),
+                           view(d_hidden(), {rows, ffn}));
+    add_inplace<float>(ctx, view(d_x1_, {rows, D}), cview(d_partial_, {rows, D}));
     // x1 = LN1(x + Drop(attn @ Wo^T + bo))
     residual_layernorm_backward<float>(
-        ctx, view(d_x_, {rows, D}), view(d_branch_, {rows, D}), gvec(layer(l, "norm1.weight"), D),
-        gvec(layer(l, "norm1.bias"), D), gvec(layer(l, "self_attn.out_proj.bias"), D),
-        view(ln_scratch_, {ln_scratch_n_}), cview(d_x1_, {rows, D}), cview(a.sum1, {rows, D}),
-        cvec(layer(l, "norm1.weight"), D), cview(a.mean1, {rows}), cview(a.rstd1, {rows}), p, seed_,
-        off + 1);
-    linear_backward<float>(ctx, view(d_attn_, {rows, D}),
-                           gmat(layer(l, "self_attn.out_proj.weight"), D, D), TensorView<float>{},
-                           cview(d_branch_, {rows, D}), cview(a.attn, {rows, D}),
-                           cmat(layer(l, "self_attn.out_proj.weight"), D, D));
+        ctx, view(d_x_, {rows, D}), view(d_branch(), {rows, D}), lg.norm1_w, lg.norm1_b,
+        lg.out_proj_b, view(reduce_scratch_, {reduce_scratch_n_}), cview(d_x1_, {rows, D}),
+        cview(a.sum1, {rows, D}), lp.norm1_w, cview(a.mean1, {rows}), cview(a.rstd1, {rows}), p,
+        seed_, off + 1);
+    linear_backward<float>(ctx, view(d_attn(), {rows, D}), lg.out_proj_w, TensorView<float>{},
+                           cview(d_branch(), {rows, D}), cview(a.attn, {rows, D}), lp.out_proj_w);
     const auto qkv = mha_packed_qkv<const float>(a.qkv, B, Tn, D);
-    const auto dqkv = mha_packed_qkv<float>(d_h_, B, Tn, D);
-    mha_attention_backward<float>(ctx, dqkv.q, dqkv.k, dqkv.v, cview(d_attn_, {B, Tn, D}), qkv.q,
+    const auto dqkv = mha_packed_qkv<float>(d_qkv(), B, Tn, D);
+    mha_attention_backward<float>(ctx, dqkv.q, dqkv.k, dqkv.v, cview(d_attn(), {B, Tn, D}), qkv.q,
                                   qkv.k, qkv.v, cview(a.attn, {B, Tn, D}),
                                   cview(a.lse, {B, cfg_.fusion_heads, Tn}), cfg_.fusion_heads, p,
                                   seed_, off);
-    linear_backward<float>(
-        ctx, view(d_attn_, {rows, D}), gmat(layer(l, "self_attn.in_proj_weight"), 3 * D, D),
-        gvec(layer(l, "self_attn.in_proj_bias"), 3 * D), cview(d_h_, {rows, 3 * D}),
-        cview(layer_input(l), {rows, D}), cmat(layer(l, "self_attn.in_proj_weight"), 3 * D, D));
-    add_inplace<float>(ctx, view(d_x_, {rows, D}), cview(d_attn_, {rows, D}));
+    linear_backward<float>(ctx, view(d_partial_, {rows, D}), lg.in_proj_w, lg.in_proj_b,
+                           cview(d_qkv(), {rows, 3 * D}), cview(layer_input(l), {rows, D}),
+                           lp.in_proj_w);
+    add_inplace<float>(ctx, view(d_x_, {rows, D}), cview(d_partial_, {rows, D}));
   }
 
   void head_forward(Context& ctx, int B) {
-    const std::int64_t D = cfg_.width(), Tn = T();
+    const std::int64_t D = cfg_.width(), Tn = fusion_tokens();
     cls_gather<float>(ctx, view(cls_, {B, D}), cview(fusion_out(), {B, Tn, D}));
     dropout_forward<float>(ctx, view(cls_drop_, {B * D}), cview(cls_, {B * D}),
                            dropout_p(cfg_.head_dropout), seed_, kOffsetHead);
     linear_forward<float>(ctx, view(logits_, {B, cfg_.classes}), cview(cls_drop_, {B, D}),
-                          cmat("head.weight", cfg_.classes, D), cvec("head.bias", cfg_.classes));
+                          p_.head.w, p_.head.b);
   }
 
   void head_backward(Context& ctx, int B) {
-    const std::int64_t D = cfg_.width(), Tn = T();
-    linear_backward<float>(ctx, view(d_cls_, {B, D}), gmat("head.weight", cfg_.classes, D),
-                           gvec("head.bias", cfg_.classes), cview(dlogits_, {B, cfg_.classes}),
-                           cview(cls_drop_, {B, D}), cmat("head.weight", cfg_.classes, D));
+    const std::int64_t D = cfg_.width(), Tn = fusion_tokens();
+    linear_backward<float>(ctx, view(d_cls_, {B, D}), g_.head.w, g_.head.b,
+                           cview(dlogits_, {B, cfg_.classes}), cview(cls_drop_, {B, D}), p_.head.w);
     dropout_backward<float>(ctx, view(d_cls_, {B * D}), cview(d_cls_, {B * D}),
                             dropout_p(cfg_.head_dropout), seed_, kOffsetHead);
     MILMER_CUDA_CHECK(
@@ -647,20 +688,17 @@ class Milmer {
                                  cview(gates_, {B, K}));
       topk_scatter(ctx, view(d_s_, {B, F}), cview(d_g_, {B, K}), cview_i(topk_, {B, K}));
       amil_gate_backward(ctx, view(d_s_, {B, F}), cview_i(topk_, {B, K}), cview(gates_, {B, K}));
-      amil_scores_backward(ctx, TensorView<float>{}, gmat("amil.V.weight", L, D),
-                           gvec("amil.V.bias", L), gmat("amil.w.weight", 1, L),
+      amil_scores_backward(ctx, TensorView<float>{}, g_.amil.V_w, g_.amil.V_b, g_.amil.w_w,
                            view(d_pre_, {B, F, L}), cview(d_s_, {B, F}), cview(amil_h_, {B, F, L}),
-                           cview(amil_e_, {B, F, D}), cmat("amil.V.weight", L, D),
-                           cmat("amil.w.weight", 1, L));
+                           cview(amil_e_, {B, F, D}), p_.amil.V_w, p_.amil.w_w);
       swin_.backward(ctx, cview(d_x_frames_, {std::int64_t{B} * K, M, D}));
     } else {
-      amil_backward<float>(ctx, view(d_x_frames_, {B, F, M, D}), gmat("amil.V.weight", L, D),
-                           gvec("amil.V.bias", L), gmat("amil.w.weight", 1, L), view(d_s_, {B, F}),
-                           view(d_pre_, {B, F, L}), view(d_e_, {B, F, D}),
-                           cview(d_z_, {B, std::int64_t{K} * M, D}), cview(x_all_, {B, F, M, D}),
-                           cview(amil_e_, {B, F, D}), cview(amil_h_, {B, F, L}),
-                           cview_i(topk_, {B, K}), cview(gates_, {B, K}),
-                           cmat("amil.V.weight", L, D), cmat("amil.w.weight", 1, L), false);
+      amil_backward<float>(ctx, view(d_x_frames_, {B, F, M, D}), g_.amil.V_w, g_.amil.V_b,
+                           g_.amil.w_w, view(d_s_, {B, F}), view(d_pre_, {B, F, L}),
+                           view(d_e_, {B, F, D}), cview(d_z_, {B, std::int64_t{K} * M, D}),
+                           cview(x_all_, {B, F, M, D}), cview(amil_e_, {B, F, D}),
+                           cview(amil_h_, {B, F, L}), cview_i(topk_, {B, K}), cview(gates_, {B, K}),
+                           p_.amil.V_w, p_.amil.w_w, false);
       swin_.backward(ctx, cview(d_x_frames_, {std::int64_t{B} * F, M, D}));
     }
   }
@@ -694,6 +732,8 @@ class Milmer {
   int batch_;
   SwinEncoder swin_;
   ParameterSet params_;
+  MilmerTensors<const float> p_;  // parameter values, bound once
+  MilmerTensors<float> g_;        // their gradients
   AdamWConfig adamw_{};
   DeviceBuffer<float> swin_m_, swin_v_, m_, v_;
   std::int64_t step_ = 0;
@@ -712,13 +752,15 @@ class Milmer {
   float *eeg_ln_ = nullptr, *eeg_mean_ = nullptr, *eeg_rstd_ = nullptr, *eeg_tok_ = nullptr;
   float *fusion_in_ = nullptr, *cls_ = nullptr, *cls_drop_ = nullptr, *logits_ = nullptr;
   float *loss_ = nullptr, *losses_ = nullptr, *dlogits_ = nullptr;
-  float *d_cls_ = nullptr, *d_x_ = nullptr, *d_x1_ = nullptr, *d_branch_ = nullptr, *d_h_ = nullptr;
-  float *d_attn_ = nullptr, *d_visual_ = nullptr, *d_eeg_tok_ = nullptr, *d_eeg_ln_ = nullptr;
+  float *branch_scratch_ = nullptr, *d_wide_ = nullptr, *d_partial_ = nullptr;  // see branch()
+  float *d_cls_ = nullptr, *d_x_ = nullptr, *d_x1_ = nullptr;
+  float *d_visual_ = nullptr, *d_eeg_tok_ = nullptr, *d_eeg_ln_ = nullptr;
   float *d_ca_attn_ = nullptr, *d_ca_q_ = nullptr, *d_ca_kv_ = nullptr, *d_qsum_ = nullptr;
   float *d_queries_ = nullptr, *d_z_ = nullptr, *d_x_frames_ = nullptr, *d_g_ = nullptr;
   float *d_s_ = nullptr, *d_pre_ = nullptr, *d_e_ = nullptr, *ones_ = nullptr;
-  float* ln_scratch_ = nullptr;
-  std::int64_t ln_scratch_n_ = 1;
+  // Workspace of the backward reductions: LayerNorm, residual LayerNorm, token assembly.
+  float* reduce_scratch_ = nullptr;
+  std::int64_t reduce_scratch_n_ = 1;
 };
 
 }  // namespace milmer

@@ -13,9 +13,10 @@
 // Drop-path is applied to both residual branches as in docs/model.md §2 (transformers applies
 // it to the attention branch only; both are identical in evaluation, where it is off).
 //
-// Memory: parameters and gradients in one ParameterSet; activations for `capacity` images
-// (what backward needs, sized once); forward on more images than that runs in chunks and
-// keeps nothing for backward. Backward scratch is shared by all blocks.
+// Memory: parameters and gradients in one ParameterSet, read through typed tables (SwinTensors)
+// bound once at construction; activations for `capacity` images (what backward needs, sized
+// once); forward on more images than that runs in chunks and keeps nothing for backward.
+// Backward scratch is shared by all blocks.
 #pragma once
 
 #include <cmath>
@@ -38,12 +39,32 @@
 
 namespace milmer {
 
-// Normal(0, std) from Philox by Box-Muller: the same numbers on every platform.
-inline float philox_normal(std::uint64_t seed, std::uint64_t offset, std::uint64_t i, float std) {
-  const float u1 = philox_uniform(seed, offset, 2 * i) + 0x1.0p-25f;
-  const float u2 = philox_uniform(seed, offset, 2 * i + 1);
-  return std * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853071795864f * u2);
-}
+// The encoder's tensors with the shapes the kernels read: its parameters (T = const float) or
+// their gradients (T = float). Bound once from the transformers names (the checkpoint contract).
+template <class T>
+struct SwinBlockTensors {
+  TensorView<T> ln1_w, ln1_b;    // layernorm_before (C)
+  TensorView<T> qkv_w, qkv_b;    // attention.self.{query,key,value}, stacked (3C, C), (3C);
+                                 // qkv_b empty without qkv_bias
+  TensorView<T> rel_bias;        // attention.self.relative_position_bias_table (rows, heads)
+  TensorView<T> proj_w, proj_b;  // attention.output.dense (C, C), (C)
+  TensorView<T> ln2_w, ln2_b;    // layernorm_after (C)
+  TensorView<T> fc1_w, fc1_b;    // intermediate.dense (H4, C), (H4)
+  TensorView<T> fc2_w, fc2_b;    // output.dense (C, H4), (C)
+};
+template <class T>
+struct SwinMergeTensors {
+  TensorView<T> norm_w, norm_b;  // downsample.norm (4C)
+  TensorView<T> reduction_w;     // downsample.reduction (2C, 4C), no bias
+};
+template <class T>
+struct SwinTensors {
+  TensorView<T> patch_w, patch_b;  // embeddings.patch_embeddings.projection (C0, Cin*P*P), (C0)
+  TensorView<T> embed_norm_w, embed_norm_b;              // embeddings.norm (C0)
+  std::vector<std::vector<SwinBlockTensors<T>>> blocks;  // [stage][block]
+  std::vector<SwinMergeTensors<T>> merges;               // [stage], all stages but the last
+  TensorView<T> final_norm_w, final_norm_b;              // layernorm (C_last)
+};
 
 class SwinEncoder {
  public:
@@ -53,6 +74,8 @@ class SwinEncoder {
     check(capacity >= 1, "SwinEncoder", "capacity", ">= 1", str(capacity));
     declare_parameters();
     params_.allocate(ctx);
+    p_ = bind_tensors(ParameterViews<const float>{params_});
+    g_ = bind_tensors(ParameterViews<float>{params_});
     plan_activations();
   }
 
@@ -66,19 +89,7 @@ class SwinEncoder {
 
   // transformers-style initialisation: Linear/conv weights N(0, 0.02), biases 0, LayerNorm
   // (1, 0), relative-position tables N(0, 0.02). Deterministic from seed.
-  void init(Context& ctx, std::uint64_t seed) {
-    std::vector<float> host(params_.size(), 0.0f);
-    std::uint64_t k = 0;
-    for (const auto& e : params_.entries()) {
-      const bool norm = e.name.find("norm") != std::string::npos;
-      const bool bias = e.name.size() >= 4 && e.name.compare(e.name.size() - 4, 4, "bias") == 0;
-      for (std::size_t i = 0; i < e.numel; ++i)
-        host[e.offset + i] =
-            norm ? (bias ? 0.0f : 1.0f) : (bias ? 0.0f : philox_normal(seed, 0x5717, k + i, 0.02f));
-      k += e.numel;
-    }
-    params_.upload(ctx, host);
-  }
+  void init(Context& ctx, std::uint64_t seed) { params_.init_normal(ctx, seed, 0x5717, 0.02f); }
 
   // Loads transformers-named tensors, each name preceded by `prefix` (a Milmer checkpoint
   // uses "swin."; tensors without the prefix are then someone else's and skipped).
@@ -131,10 +142,10 @@ class SwinEncoder {
       const int s = S - 1;
       const std::int64_t rows = std::int64_t{B} * cfg_.tokens(s), C = cfg_.width(s);
       layernorm_backward<float>(
-          ctx, view(dres_, {rows, C}), grad("layernorm.weight", C), grad("layernorm.bias", C),
+          ctx, view(dres_, {rows, C}), g_.final_norm_w, g_.final_norm_b,
           view(ln_scratch_, {ln_scratch_n_}), view<const float>(dout.data, {rows, C}),
-          cview(stage_out(s), {rows, C}), cvalue("layernorm.weight", C),
-          view<const float>(final_mean_, {rows}), view<const float>(final_rstd_, {rows}), false);
+          cview(stage_out(s), {rows, C}), p_.final_norm_w, view<const float>(final_mean_, {rows}),
+          view<const float>(final_rstd_, {rows}), false);
     }
     for (int s = S - 1; s >= 0; --s) {
       if (s + 1 < S) merge_backward(ctx, s, B);
@@ -144,31 +155,58 @@ class SwinEncoder {
   }
 
  private:
+  // qkv_in: ln1 padded to the Hp x Hp map the attention reads, or ln1 itself where the map
+  // needs no padding (then both name one buffer).
   struct BlockActs {
-    float *x_in, *ln1, *mean1, *rstd1, *ln1_pad, *qkv, *lse, *attn, *x_mid, *ln2, *mean2, *rstd2,
+    float *x_in, *ln1, *mean1, *rstd1, *qkv_in, *qkv, *lse, *attn, *x_mid, *ln2, *mean2, *rstd2,
         *fc1_pre, *fc1_out, *x_out;
   };
   struct MergeActs {
     float *gathered, *normed, *mean, *rstd;
   };
 
-  std::string bname(int s, int b, const char* rest) const {
-    return str("encoder.layers.", s, ".blocks.", b, ".", rest);
-  }
-  std::string mname(int s, const char* rest) const {
-    return str("encoder.layers.", s, ".downsample.", rest);
-  }
-  TensorView<const float> cvalue(const std::string& name, std::int64_t n) {
-    return view<const float>(params_.value(name), {n});
-  }
-  TensorView<float> grad(const std::string& name, std::int64_t n) {
-    return view(params_.grad(name), {n});
-  }
-  TensorView<const float> cmat(const std::string& name, std::int64_t r, std::int64_t c) {
-    return view<const float>(params_.value(name), {r, c});
-  }
-  TensorView<float> gmat(const std::string& name, std::int64_t r, std::int64_t c) {
-    return view(params_.grad(name), {r, c});
+  template <class T>
+  SwinTensors<T> bind_tensors(const ParameterViews<T>& at) const {
+    SwinTensors<T> t;
+    const std::int64_t C0 = cfg_.width(0);
+    const std::int64_t kpatch = std::int64_t{cfg_.num_channels} * cfg_.patch_size * cfg_.patch_size;
+    t.patch_w = at("embeddings.patch_embeddings.projection.weight", {C0, kpatch});
+    t.patch_b = at("embeddings.patch_embeddings.projection.bias", {C0});
+    t.embed_norm_w = at("embeddings.norm.weight", {C0});
+    t.embed_norm_b = at("embeddings.norm.bias", {C0});
+    t.blocks.resize(cfg_.stages());
+    t.merges.resize(cfg_.stages());
+    for (int s = 0; s < cfg_.stages(); ++s) {
+      const std::int64_t C = cfg_.width(s), H4 = cfg_.mlp_hidden(s);
+      for (int b = 0; b < cfg_.depth(s); ++b) {
+        const std::string n = str("encoder.layers.", s, ".blocks.", b, ".");
+        SwinBlockTensors<T> k;
+        k.ln1_w = at(n + "layernorm_before.weight", {C});
+        k.ln1_b = at(n + "layernorm_before.bias", {C});
+        k.qkv_w = at(n + "attention.self.query.weight", {3 * C, C});
+        if (cfg_.qkv_bias) k.qkv_b = at(n + "attention.self.query.bias", {3 * C});
+        k.rel_bias = at(n + "attention.self.relative_position_bias_table",
+                        {cfg_.bias_table_rows(), cfg_.heads(s)});
+        k.proj_w = at(n + "attention.output.dense.weight", {C, C});
+        k.proj_b = at(n + "attention.output.dense.bias", {C});
+        k.ln2_w = at(n + "layernorm_after.weight", {C});
+        k.ln2_b = at(n + "layernorm_after.bias", {C});
+        k.fc1_w = at(n + "intermediate.dense.weight", {H4, C});
+        k.fc1_b = at(n + "intermediate.dense.bias", {H4});
+        k.fc2_w = at(n + "output.dense.weight", {C, H4});
+        k.fc2_b = at(n + "output.dense.bias", {C});
+        t.blocks[s].push_back(k);
+      }
+      if (s + 1 < cfg_.stages()) {
+        const std::string n = str("encoder.layers.", s, ".downsample.");
+        t.merges[s].norm_w = at(n + "norm.weight", {4 * C});
+        t.merges[s].norm_b = at(n + "norm.bias", {4 * C});
+        t.merges[s].reduction_w = at(n + "reduction.weight", {2 * C, 4 * C});
+      }
+    }
+    t.final_norm_w = at("layernorm.weight", {cfg_.out_width()});
+    t.final_norm_b = at("layernorm.bias", {cfg_.out_width()});
+    return t;
   }
   static TensorView<const float> cview(float* p, std::initializer_list<std::int64_t> dims) {
     return TensorView<const float>(p, dims);
@@ -212,18 +250,8 @@ class SwinEncoder {
 
   void plan_activations() {
     const std::int64_t B = capacity_;
-    std::size_t bytes = 0;
-    auto plan = [&](std::int64_t n) { bytes += Arena::round_up(static_cast<std::size_t>(n) * 4); };
-    // pass 1 counts, pass 2 takes
-    for (int pass = 0; pass < 2; ++pass) {
-      if (pass == 1) acts_ = Arena(bytes);
-      auto take = [&](std::int64_t n, const char* what) -> float* {
-        if (pass == 0) {
-          plan(n);
-          return nullptr;
-        }
-        return acts_.take<float>(static_cast<std::size_t>(n), what);
-      };
+    acts_ = ArenaPlan::build([&](ArenaPlan& plan) {
+      auto take = [&](std::int64_t n, const char* what) { return plan.take(n, what); };
       const std::int64_t L0 = cfg_.tokens(0), C0 = cfg_.width(0);
       const std::int64_t kpatch =
           std::int64_t{cfg_.num_channels} * cfg_.patch_size * cfg_.patch_size;
@@ -246,7 +274,7 @@ class SwinEncoder {
           a.ln1 = take(rows * C, "ln1");
           a.mean1 = take(rows, "mean1");
           a.rstd1 = take(rows, "rstd1");
-          a.ln1_pad = padded ? take(B * Lp * C, "ln1_pad") : a.ln1;
+          a.qkv_in = padded ? take(B * Lp * C, "ln1_padded") : a.ln1;
           a.qkv = take(B * Lp * 3 * C, "qkv");
           a.lse = take(B * cfg_.heads(s) * cfg_.windows(s) * N, "lse");
           a.attn = take(rows * C, "attn");
@@ -290,8 +318,8 @@ class SwinEncoder {
       ln_scratch_n_ = std::max<std::int64_t>(ln_scratch, 1);
       ln_scratch_ = take(ln_scratch_n_, "ln_scratch");
       wa_ws_ = take(std::max<std::int64_t>(wa_ws, 1), "window_attention_workspace");
-      tmp_ = take(mid, "tmp");
-    }
+      branch_ = take(mid, "branch");
+    });
   }
 
   void forward_chunk(Context& ctx, float* out, const float* pixels, int B, bool training,
@@ -304,12 +332,11 @@ class SwinEncoder {
         ctx, view(patches_, {B * L0, kpatch}),
         view<const float>(pixels, {B, cfg_.num_channels, cfg_.image_size, cfg_.image_size}), P);
     linear_forward<float>(ctx, view(embed_pre_, {B * L0, C0}), cview(patches_, {B * L0, kpatch}),
-                          cmat("embeddings.patch_embeddings.projection.weight", C0, kpatch),
-                          cvalue("embeddings.patch_embeddings.projection.bias", C0));
+                          p_.patch_w, p_.patch_b);
     layernorm_forward<float>(ctx, view(blocks_[0][0].x_in, {B * L0, C0}),
                              view(embed_mean_, {B * L0}), view(embed_rstd_, {B * L0}),
-                             cview(embed_pre_, {B * L0, C0}), cvalue("embeddings.norm.weight", C0),
-                             cvalue("embeddings.norm.bias", C0), eps);
+                             cview(embed_pre_, {B * L0, C0}), p_.embed_norm_w, p_.embed_norm_b,
+                             eps);
     for (int s = 0; s < S; ++s) {
       for (int b = 0; b < cfg_.depth(s); ++b) block_forward(ctx, s, b, B, training, seed);
       if (s + 1 < S) merge_forward(ctx, s, B);
@@ -318,7 +345,7 @@ class SwinEncoder {
     const std::int64_t rows = std::int64_t{B} * cfg_.tokens(s), C = cfg_.width(s);
     layernorm_forward<float>(ctx, view(out, {rows, C}), view(final_mean_, {rows}),
                              view(final_rstd_, {rows}), cview(stage_out(s), {rows, C}),
-                             cvalue("layernorm.weight", C), cvalue("layernorm.bias", C), eps);
+                             p_.final_norm_w, p_.final_norm_b, eps);
   }
 
   float drop_path_p(int s, int b, bool training) const {
@@ -327,58 +354,50 @@ class SwinEncoder {
 
   void block_forward(Context& ctx, int s, int b, int B, bool training, std::uint64_t seed) {
     BlockActs& a = blocks_[s][b];
+    const SwinBlockTensors<const float>& pb = p_.blocks[s][b];
     const std::int64_t H = cfg_.resolution(s), C = cfg_.width(s), L = H * H, rows = B * L;
     const std::int64_t Hp = cfg_.padded_resolution(s), H4 = cfg_.mlp_hidden(s);
     const float eps = static_cast<float>(cfg_.layer_norm_eps);
     const float p = drop_path_p(s, b, training);
     const std::uint64_t offset = 2 * static_cast<std::uint64_t>(block_index(s, b));
     layernorm_forward<float>(ctx, view(a.ln1, {rows, C}), view(a.mean1, {rows}),
-                             view(a.rstd1, {rows}), cview(a.x_in, {rows, C}),
-                             cvalue(bname(s, b, "layernorm_before.weight"), C),
-                             cvalue(bname(s, b, "layernorm_before.bias"), C), eps);
-    if (a.ln1_pad != a.ln1)
-      pad_map_forward<float>(ctx, view(a.ln1_pad, {B, Hp, Hp, C}), cview(a.ln1, {B, H, H, C}));
-    linear_forward<float>(ctx, view(a.qkv, {B * Hp * Hp, 3 * C}),
-                          cview(a.ln1_pad, {B * Hp * Hp, C}),
-                          cmat(bname(s, b, "attention.self.query.weight"), 3 * C, C),
-                          cfg_.qkv_bias ? cvalue(bname(s, b, "attention.self.query.bias"), 3 * C)
-                                        : TensorView<const float>{});
+                             view(a.rstd1, {rows}), cview(a.x_in, {rows, C}), pb.ln1_w, pb.ln1_b,
+                             eps);
+    if (a.qkv_in != a.ln1)
+      pad_map_forward<float>(ctx, view(a.qkv_in, {B, Hp, Hp, C}), cview(a.ln1, {B, H, H, C}));
+    linear_forward<float>(ctx, view(a.qkv, {B * Hp * Hp, 3 * C}), cview(a.qkv_in, {B * Hp * Hp, C}),
+                          pb.qkv_w, pb.qkv_b);
     window_attention_forward<float>(ctx, view(a.attn, {B, H, H, C}),
                                     view(a.lse, {B, cfg_.heads(s), cfg_.windows(s),
                                                  std::int64_t{cfg_.window(s)} * cfg_.window(s)}),
-                                    cview(a.qkv, {B, Hp, Hp, 3 * C}),
-                                    cmat(bname(s, b, "attention.self.relative_position_bias_table"),
-                                         cfg_.bias_table_rows(), cfg_.heads(s)),
-                                    cfg_.heads(s), cfg_.window(s), cfg_.block_shift(s, b));
-    linear_forward<float>(ctx, view(tmp_, {rows, C}), cview(a.attn, {rows, C}),
-                          cmat(bname(s, b, "attention.output.dense.weight"), C, C),
-                          cvalue(bname(s, b, "attention.output.dense.bias"), C));
+                                    cview(a.qkv, {B, Hp, Hp, 3 * C}), pb.rel_bias, cfg_.heads(s),
+                                    cfg_.window(s), cfg_.block_shift(s, b));
+    linear_forward<float>(ctx, view(branch_, {rows, C}), cview(a.attn, {rows, C}), pb.proj_w,
+                          pb.proj_b);
     if (p > 0.0f)
-      drop_path_forward<float>(ctx, view(tmp_, {B, L * C}), cview(tmp_, {B, L * C}), p, seed,
+      drop_path_forward<float>(ctx, view(branch_, {B, L * C}), cview(branch_, {B, L * C}), p, seed,
                                offset);
     add_forward<float>(ctx, view(a.x_mid, {rows, C}), cview(a.x_in, {rows, C}),
-                       cview(tmp_, {rows, C}));
+                       cview(branch_, {rows, C}));
     layernorm_forward<float>(ctx, view(a.ln2, {rows, C}), view(a.mean2, {rows}),
-                             view(a.rstd2, {rows}), cview(a.x_mid, {rows, C}),
-                             cvalue(bname(s, b, "layernorm_after.weight"), C),
-                             cvalue(bname(s, b, "layernorm_after.bias"), C), eps);
-    linear_forward<float>(ctx, view(a.fc1_out, {rows, H4}), cview(a.ln2, {rows, C}),
-                          cmat(bname(s, b, "intermediate.dense.weight"), H4, C),
-                          cvalue(bname(s, b, "intermediate.dense.bias"), H4), Epilogue::gelu,
-                          view(a.fc1_pre, {rows, H4}));
-    linear_forward<float>(ctx, view(tmp_, {rows, C}), cview(a.fc1_out, {rows, H4}),
-                          cmat(bname(s, b, "output.dense.weight"), C, H4),
-                          cvalue(bname(s, b, "output.dense.bias"), C));
+                             view(a.rstd2, {rows}), cview(a.x_mid, {rows, C}), pb.ln2_w, pb.ln2_b,
+                             eps);
+    linear_forward<float>(ctx, view(a.fc1_out, {rows, H4}), cview(a.ln2, {rows, C}), pb.fc1_w,
+                          pb.fc1_b, Epilogue::gelu, view(a.fc1_pre, {rows, H4}));
+    linear_forward<float>(ctx, view(branch_, {rows, C}), cview(a.fc1_out, {rows, H4}), pb.fc2_w,
+                          pb.fc2_b);
     if (p > 0.0f)
-      drop_path_forward<float>(ctx, view(tmp_, {B, L * C}), cview(tmp_, {B, L * C}), p, seed,
+      drop_path_forward<float>(ctx, view(branch_, {B, L * C}), cview(branch_, {B, L * C}), p, seed,
                                offset + 1);
     add_forward<float>(ctx, view(a.x_out, {rows, C}), cview(a.x_mid, {rows, C}),
-                       cview(tmp_, {rows, C}));
+                       cview(branch_, {rows, C}));
   }
 
   // On entry dres_ holds d x_out of the block; on exit d x_in.
   void block_backward(Context& ctx, int s, int b, int B) {
     BlockActs& a = blocks_[s][b];
+    const SwinBlockTensors<const float>& pb = p_.blocks[s][b];
+    const SwinBlockTensors<float>& gb = g_.blocks[s][b];
     const std::int64_t H = cfg_.resolution(s), C = cfg_.width(s), L = H * H, rows = B * L;
     const std::int64_t Hp = cfg_.padded_resolution(s), H4 = cfg_.mlp_hidden(s);
     const float p = drop_path_p(s, b, saved_training_);
@@ -390,21 +409,15 @@ class SwinEncoder {
                                 saved_seed_, offset + 1);
       d_branch = dtmp_;
     }
-    linear_backward<float>(
-        ctx, view(dbig_, {rows, H4}), gmat(bname(s, b, "output.dense.weight"), C, H4),
-        grad(bname(s, b, "output.dense.bias"), C), cview(d_branch, {rows, C}),
-        cview(a.fc1_out, {rows, H4}), cmat(bname(s, b, "output.dense.weight"), C, H4));
-    linear_backward<float>(
-        ctx, view(dmid_, {rows, C}), gmat(bname(s, b, "intermediate.dense.weight"), H4, C),
-        grad(bname(s, b, "intermediate.dense.bias"), H4), cview(dbig_, {rows, H4}),
-        cview(a.ln2, {rows, C}), cmat(bname(s, b, "intermediate.dense.weight"), H4, C),
-        Epilogue::gelu, cview(a.fc1_pre, {rows, H4}), view(dbig_, {rows, H4}));
-    layernorm_backward<float>(
-        ctx, view(dres_, {rows, C}), grad(bname(s, b, "layernorm_after.weight"), C),
-        grad(bname(s, b, "layernorm_after.bias"), C), view(ln_scratch_, {ln_scratch_n_}),
-        cview(dmid_, {rows, C}), cview(a.x_mid, {rows, C}),
-        cvalue(bname(s, b, "layernorm_after.weight"), C), cview(a.mean2, {rows}),
-        cview(a.rstd2, {rows}), true);
+    linear_backward<float>(ctx, view(dbig_, {rows, H4}), gb.fc2_w, gb.fc2_b,
+                           cview(d_branch, {rows, C}), cview(a.fc1_out, {rows, H4}), pb.fc2_w);
+    linear_backward<float>(ctx, view(dmid_, {rows, C}), gb.fc1_w, gb.fc1_b,
+                           cview(dbig_, {rows, H4}), cview(a.ln2, {rows, C}), pb.fc1_w,
+                           Epilogue::gelu, cview(a.fc1_pre, {rows, H4}), view(dbig_, {rows, H4}));
+    layernorm_backward<float>(ctx, view(dres_, {rows, C}), gb.ln2_w, gb.ln2_b,
+                              view(ln_scratch_, {ln_scratch_n_}), cview(dmid_, {rows, C}),
+                              cview(a.x_mid, {rows, C}), pb.ln2_w, cview(a.mean2, {rows}),
+                              cview(a.rstd2, {rows}), true);
     // attention branch: x_mid = x_in + DropPath(out_proj(attn))
     d_branch = dres_;
     if (p > 0.0f) {
@@ -412,67 +425,54 @@ class SwinEncoder {
                                 saved_seed_, offset);
       d_branch = dtmp_;
     }
-    linear_backward<float>(
-        ctx, view(dmid_, {rows, C}), gmat(bname(s, b, "attention.output.dense.weight"), C, C),
-        grad(bname(s, b, "attention.output.dense.bias"), C), cview(d_branch, {rows, C}),
-        cview(a.attn, {rows, C}), cmat(bname(s, b, "attention.output.dense.weight"), C, C));
+    linear_backward<float>(ctx, view(dmid_, {rows, C}), gb.proj_w, gb.proj_b,
+                           cview(d_branch, {rows, C}), cview(a.attn, {rows, C}), pb.proj_w);
     window_attention_backward<float>(
-        ctx, view(dbig_, {B, Hp, Hp, 3 * C}),
-        view(params_.grad(bname(s, b, "attention.self.relative_position_bias_table")),
-             {cfg_.bias_table_rows(), cfg_.heads(s)}),
+        ctx, view(dbig_, {B, Hp, Hp, 3 * C}), gb.rel_bias,
         view(wa_ws_, {cfg_.heads(s), cfg_.bias_table_rows(), std::int64_t{B} * cfg_.windows(s)}),
-        cview(dmid_, {B, H, H, C}), cview(a.qkv, {B, Hp, Hp, 3 * C}),
-        cmat(bname(s, b, "attention.self.relative_position_bias_table"), cfg_.bias_table_rows(),
-             cfg_.heads(s)),
+        cview(dmid_, {B, H, H, C}), cview(a.qkv, {B, Hp, Hp, 3 * C}), pb.rel_bias,
         cview(a.lse,
               {B, cfg_.heads(s), cfg_.windows(s), std::int64_t{cfg_.window(s)} * cfg_.window(s)}),
         cfg_.heads(s), cfg_.window(s), cfg_.block_shift(s, b));
-    const bool padded = a.ln1_pad != a.ln1;
+    const bool padded = a.qkv_in != a.ln1;
     float* d_src = padded ? dtmp_ : dmid_;
-    linear_backward<float>(
-        ctx, view(d_src, {B * Hp * Hp, C}),
-        gmat(bname(s, b, "attention.self.query.weight"), 3 * C, C),
-        cfg_.qkv_bias ? grad(bname(s, b, "attention.self.query.bias"), 3 * C) : TensorView<float>{},
-        cview(dbig_, {B * Hp * Hp, 3 * C}), cview(a.ln1_pad, {B * Hp * Hp, C}),
-        cmat(bname(s, b, "attention.self.query.weight"), 3 * C, C));
+    linear_backward<float>(ctx, view(d_src, {B * Hp * Hp, C}), gb.qkv_w, gb.qkv_b,
+                           cview(dbig_, {B * Hp * Hp, 3 * C}), cview(a.qkv_in, {B * Hp * Hp, C}),
+                           pb.qkv_w);
     if (padded)
       pad_map_backward<float>(ctx, view(dmid_, {B, H, H, C}), cview(dtmp_, {B, Hp, Hp, C}));
-    layernorm_backward<float>(
-        ctx, view(dres_, {rows, C}), grad(bname(s, b, "layernorm_before.weight"), C),
-        grad(bname(s, b, "layernorm_before.bias"), C), view(ln_scratch_, {ln_scratch_n_}),
-        cview(dmid_, {rows, C}), cview(a.x_in, {rows, C}),
-        cvalue(bname(s, b, "layernorm_before.weight"), C), cview(a.mean1, {rows}),
-        cview(a.rstd1, {rows}), true);
+    layernorm_backward<float>(ctx, view(dres_, {rows, C}), gb.ln1_w, gb.ln1_b,
+                              view(ln_scratch_, {ln_scratch_n_}), cview(dmid_, {rows, C}),
+                              cview(a.x_in, {rows, C}), pb.ln1_w, cview(a.mean1, {rows}),
+                              cview(a.rstd1, {rows}), true);
   }
 
   void merge_forward(Context& ctx, int s, int B) {
     MergeActs& m = merges_[s];
+    const SwinMergeTensors<const float>& pm = p_.merges[s];
     const std::int64_t H = cfg_.resolution(s), C = cfg_.width(s), L2 = cfg_.tokens(s + 1);
     merge_gather_forward<float>(ctx, view(m.gathered, {B, L2, 4 * C}),
                                 cview(stage_out(s), {B, H, H, C}));
-    layernorm_forward<float>(
-        ctx, view(m.normed, {B * L2, 4 * C}), view(m.mean, {B * L2}), view(m.rstd, {B * L2}),
-        cview(m.gathered, {B * L2, 4 * C}), cvalue(mname(s, "norm.weight"), 4 * C),
-        cvalue(mname(s, "norm.bias"), 4 * C), static_cast<float>(cfg_.layer_norm_eps));
+    layernorm_forward<float>(ctx, view(m.normed, {B * L2, 4 * C}), view(m.mean, {B * L2}),
+                             view(m.rstd, {B * L2}), cview(m.gathered, {B * L2, 4 * C}), pm.norm_w,
+                             pm.norm_b, static_cast<float>(cfg_.layer_norm_eps));
     linear_forward<float>(ctx, view(blocks_[s + 1][0].x_in, {B * L2, 2 * C}),
-                          cview(m.normed, {B * L2, 4 * C}),
-                          cmat(mname(s, "reduction.weight"), 2 * C, 4 * C));
+                          cview(m.normed, {B * L2, 4 * C}), pm.reduction_w);
   }
 
   // On entry dres_ holds d(stage s+1 input); on exit d(stage s output).
   void merge_backward(Context& ctx, int s, int B) {
     MergeActs& m = merges_[s];
+    const SwinMergeTensors<const float>& pm = p_.merges[s];
+    const SwinMergeTensors<float>& gm = g_.merges[s];
     const std::int64_t H = cfg_.resolution(s), C = cfg_.width(s), L2 = cfg_.tokens(s + 1);
-    linear_backward<float>(ctx, view(dmid_, {B * L2, 4 * C}),
-                           gmat(mname(s, "reduction.weight"), 2 * C, 4 * C), TensorView<float>{},
+    linear_backward<float>(ctx, view(dmid_, {B * L2, 4 * C}), gm.reduction_w, TensorView<float>{},
                            cview(dres_, {B * L2, 2 * C}), cview(m.normed, {B * L2, 4 * C}),
-                           cmat(mname(s, "reduction.weight"), 2 * C, 4 * C));
-    layernorm_backward<float>(
-        ctx, view(dtmp_, {B * L2, 4 * C}), grad(mname(s, "norm.weight"), 4 * C),
-        grad(mname(s, "norm.bias"), 4 * C), view(ln_scratch_, {ln_scratch_n_}),
-        cview(dmid_, {B * L2, 4 * C}), cview(m.gathered, {B * L2, 4 * C}),
-        cvalue(mname(s, "norm.weight"), 4 * C), cview(m.mean, {B * L2}), cview(m.rstd, {B * L2}),
-        false);
+                           pm.reduction_w);
+    layernorm_backward<float>(ctx, view(dtmp_, {B * L2, 4 * C}), gm.norm_w, gm.norm_b,
+                              view(ln_scratch_, {ln_scratch_n_}), cview(dmid_, {B * L2, 4 * C}),
+                              cview(m.gathered, {B * L2, 4 * C}), pm.norm_w,
+                              cview(m.mean, {B * L2}), cview(m.rstd, {B * L2}), false);
     merge_gather_backward<float>(ctx, view(dres_, {B, H, H, C}), cview(dtmp_, {B, L2, 4 * C}));
   }
 
@@ -480,16 +480,13 @@ class SwinEncoder {
     const int P = cfg_.patch_size;
     const std::int64_t L0 = cfg_.tokens(0), C0 = cfg_.width(0);
     const std::int64_t kpatch = std::int64_t{cfg_.num_channels} * P * P;
-    layernorm_backward<float>(ctx, view(dmid_, {B * L0, C0}), grad("embeddings.norm.weight", C0),
-                              grad("embeddings.norm.bias", C0), view(ln_scratch_, {ln_scratch_n_}),
-                              cview(dres_, {B * L0, C0}), cview(embed_pre_, {B * L0, C0}),
-                              cvalue("embeddings.norm.weight", C0), cview(embed_mean_, {B * L0}),
-                              cview(embed_rstd_, {B * L0}), false);
+    layernorm_backward<float>(ctx, view(dmid_, {B * L0, C0}), g_.embed_norm_w, g_.embed_norm_b,
+                              view(ln_scratch_, {ln_scratch_n_}), cview(dres_, {B * L0, C0}),
+                              cview(embed_pre_, {B * L0, C0}), p_.embed_norm_w,
+                              cview(embed_mean_, {B * L0}), cview(embed_rstd_, {B * L0}), false);
     linear_backward<float>(ctx, dpixels.data ? view(dtmp_, {B * L0, kpatch}) : TensorView<float>{},
-                           gmat("embeddings.patch_embeddings.projection.weight", C0, kpatch),
-                           grad("embeddings.patch_embeddings.projection.bias", C0),
-                           cview(dmid_, {B * L0, C0}), cview(patches_, {B * L0, kpatch}),
-                           cmat("embeddings.patch_embeddings.projection.weight", C0, kpatch));
+                           g_.patch_w, g_.patch_b, cview(dmid_, {B * L0, C0}),
+                           cview(patches_, {B * L0, kpatch}), p_.patch_w);
     if (dpixels.data) patch_gather_backward<float>(ctx, dpixels, cview(dtmp_, {B * L0, kpatch}), P);
   }
 
@@ -524,12 +521,14 @@ class SwinEncoder {
   SwinConfig cfg_;
   int capacity_;
   ParameterSet params_;
+  SwinTensors<const float> p_;  // parameter values, bound once
+  SwinTensors<float> g_;        // their gradients
   Arena acts_;
   std::vector<std::vector<BlockActs>> blocks_;
   std::vector<MergeActs> merges_;
   float *patches_ = nullptr, *embed_pre_ = nullptr, *embed_mean_ = nullptr, *embed_rstd_ = nullptr;
   float *final_mean_ = nullptr, *final_rstd_ = nullptr;
-  float *dres_ = nullptr, *dtmp_ = nullptr, *dbig_ = nullptr, *dmid_ = nullptr, *tmp_ = nullptr;
+  float *dres_ = nullptr, *dtmp_ = nullptr, *dbig_ = nullptr, *dmid_ = nullptr, *branch_ = nullptr;
   float *ln_scratch_ = nullptr, *wa_ws_ = nullptr;
   std::int64_t ln_scratch_n_ = 1;
   int saved_images_ = 0;
