@@ -38,6 +38,7 @@
 
 #include "milmer/error.hpp"
 #include "milmer/io/json.hpp"
+#include "milmer/io/safetensors.hpp"
 
 namespace milmer::examples {
 
@@ -376,41 +377,12 @@ class RunDirLock {
   std::string stale_owner_;
 };
 
-// The "__metadata__" strings of a safetensors file, read from its header only (a
+// The "__metadata__" strings of a safetensors file, read from its checked header only (a
 // checkpoint's tensors can be hundreds of MB; the trainer needs its metadata before it
 // builds the model). Malformed files are errors naming the file.
 inline std::map<std::string, std::string> read_safetensors_metadata(
     const std::filesystem::path& path) {
-  const std::string op = str("checkpoint ", path.string());
-  std::error_code ec;
-  check(std::filesystem::is_regular_file(path, ec), op, "file", "an existing file", "no such file");
-  const std::uint64_t file_bytes = std::filesystem::file_size(path, ec);
-  check(!ec && file_bytes >= 8, op, "file", "at least 8 bytes (a safetensors header length)",
-        str(file_bytes, " bytes"));
-  std::ifstream in(path, std::ios::binary);
-  check(static_cast<bool>(in), op, "file", "a readable file", "cannot open");
-  unsigned char len_bytes[8] = {};
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
-  std::uint64_t header_bytes = 0;
-  for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | len_bytes[i];
-  check(header_bytes <= file_bytes - 8 && header_bytes <= 100'000'000, op, "header length",
-        str("at most ", std::min<std::uint64_t>(file_bytes - 8, 100'000'000), " bytes"),
-        str(header_bytes, " (not a safetensors file, or a truncated one)"));
-  std::string text(header_bytes, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(header_bytes));
-  check(static_cast<bool>(in), op, "header", str(header_bytes, " bytes"), "a short read");
-  const io::json header = io::parse_json(text, op);
-  check(header.is_object(), op, "header", "a JSON object", io::json_type(header));
-  std::map<std::string, std::string> meta;
-  if (auto it = header.find("__metadata__"); it != header.end()) {
-    check(it->is_object(), op, "__metadata__", "an object of strings", io::json_type(*it));
-    for (auto m = it->begin(); m != it->end(); ++m) {
-      check(m.value().is_string(), op, "__metadata__." + m.key(), "a string",
-            io::json_type(m.value()));
-      meta[m.key()] = m.value().get<std::string>();
-    }
-  }
-  return meta;
+  return io::read_safetensors_header(path).metadata;
 }
 
 inline const std::string& metadata_field(const std::map<std::string, std::string>& meta,

@@ -356,6 +356,7 @@ inline std::map<std::string, std::uint32_t> parse_checksums(const std::string& t
 inline SafetensorsHeader read_safetensors_header(const std::filesystem::path& path) {
   const std::string op = str("safetensors ", path.string());
   std::error_code ec;
+  check(std::filesystem::is_regular_file(path, ec), op, "file", "an existing file", "no such file");
   const std::uint64_t file_bytes = std::filesystem::file_size(path, ec);
   if (ec) throw Error(op, "file", "a readable file", ec.message());
   std::ifstream in(path, std::ios::binary);
