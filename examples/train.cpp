@@ -296,10 +296,20 @@ class Trainer {
         const int b = static_cast<int>(n);
         upload_batch(ctx, *model_, hb, b);
         lr = schedule_.at(model_->step());
-        const float loss = checked_train_step(
-            ctx, b, std::span<const int>(hb.labels.data(), n), lr,
-            str("epoch ", epoch + 1, "/", a_.epochs, ", step ", step_losses.size() + 1, "/",
-                steps_per_epoch_, " (step ", model_->step() + 1, " of the run)"));
+        // A non-finite loss or gradient norm throws NonFinite before the update, so the
+        // parameters stay those after the previous step.
+        const float loss = model_->train_step(
+            ctx, b, lr, a_.seed, std::span<const int>(hb.labels.data(), n), [&](float l) {
+              const auto where = [&] {
+                return str("epoch ", epoch + 1, "/", a_.epochs, ", step ", step_losses.size() + 1,
+                           "/", steps_per_epoch_, " (step ", model_->step() + 1, " of the run)");
+              };
+              if (!std::isfinite(l)) throw NonFinite(where(), "loss", "a finite value", str(l));
+              const double norm = grad_norm_(ctx, *model_);
+              if (!std::isfinite(norm))
+                throw NonFinite(where(), "gradient norm", "a finite value",
+                                str(norm, " (loss ", l, ")"));
+            });
         const std::vector<float> logits = download_logits(ctx, *model_, b);
         train_seconds += seconds_since(t_step);
         for (std::size_t j = 0; j < n; ++j)
@@ -356,24 +366,6 @@ class Trainer {
       save_checkpoint(ctx, epoch + 1, wall);
       write_metrics(epoch + 1, wall, false);
     }
-  }
-
-  // Milmer::train_step (forward, loss, backward, AdamW at lr, the schedule's) with checks
-  // between: a non-finite loss or gradient norm throws NonFinite (op: `where`) before the
-  // update, so the parameters stay those after the previous step.
-  float checked_train_step(Context& ctx, int b, std::span<const int> labels, double lr,
-                           const std::string& where) {
-    Milmer& m = *model_;
-    m.forward(ctx, b, true, Milmer::step_seed(a_.seed, m.step()));
-    m.loss(ctx, b, labels);
-    const float loss = m.read_loss(ctx);
-    if (!std::isfinite(loss)) throw NonFinite(where, "loss", "a finite value", str(loss));
-    m.backward(ctx);
-    const double norm = grad_norm_(ctx, m);
-    if (!std::isfinite(norm))
-      throw NonFinite(where, "gradient norm", "a finite value", str(norm, " (loss ", loss, ")"));
-    m.optimizer_step(ctx, lr);
-    return loss;
   }
 
   // The first parameter holding a value that is not finite, or "" (checked before every

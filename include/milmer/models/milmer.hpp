@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -272,12 +273,16 @@ class Milmer {
 
   // forward + loss + backward + AdamW on the batch in the input buffers; returns the loss.
   // Randomness comes from (seed, step): a resumed run continues bit-identically.
+  // before_update(loss), when given, runs after backward and before AdamW: it may read the
+  // gradients and throw to leave the parameters and the step as they are.
   float train_step(Context& ctx, int B, double lr, std::uint64_t seed,
-                   std::span<const int> host_labels = {}) {
+                   std::span<const int> host_labels = {},
+                   const std::function<void(float)>& before_update = {}) {
     forward(ctx, B, true, step_seed(seed, step_));
     loss(ctx, B, host_labels);
     backward(ctx);
     const float l = read_loss(ctx);
+    if (before_update) before_update(l);
     optimizer_step(ctx, lr);
     return l;
   }
