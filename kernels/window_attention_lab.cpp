@@ -17,6 +17,7 @@
 #include "milmer/context.hpp"
 #include "milmer/kernels/window_attention.hpp"
 #include "milmer/memory.hpp"
+#include "milmer/reference/window_attention.hpp"
 
 namespace {
 

@@ -10,6 +10,7 @@
 
 #include "milmer/context.hpp"
 #include "milmer/kernels/window_attention.hpp"
+#include "milmer/reference/window_attention.hpp"
 #include "support.hpp"
 
 namespace watest {
