@@ -3,6 +3,8 @@
 #
 #   make demo    train and evaluate a tiny Milmer on synthetic DEAP-format data
 #   make test    build and run every test: host, host-asan, and the cuda compile + report
+#   make test-gpu on a machine with a GPU: build for it and run the suite, sanitizers, labs,
+#                a training run, parity and benchmarks there (tools/gpu_check.sh; --plan: GPU_CHECK_ARGS=--plan)
 #   make bench   the benchmarks that can run on this machine
 #   make report  the kernel resource report (registers, spills, shared memory)
 #   make format  clang-format every C++ file
@@ -13,7 +15,7 @@ PY ?= python3
 FUZZ_SECONDS ?= 300
 CTEST_ARGS ?=
 
-.PHONY: all deps build test test-host test-asan test-cuda test-python test-fuzz fuzz-build fuzz report \
+.PHONY: all deps build test test-gpu test-host test-asan test-cuda test-python test-fuzz fuzz-build fuzz report \
         demo bench format golden swin-t-check clean
 
 all: build
@@ -66,6 +68,11 @@ fuzz: fuzz-build
 test: test-host test-asan test-cuda test-python test-fuzz
 	$(PY) tools/resource_report.py build/cuda build/cuda/build.log
 	@echo "make test: host tests, host-asan tests, the fuzz harnesses and the cuda build with zero spills all passed"
+
+# The cuda target on this machine's GPU (exits 1 without one); writes gpu-check/summary.md.
+GPU_CHECK_ARGS ?=
+test-gpu: deps
+	bash tools/gpu_check.sh $(GPU_CHECK_ARGS)
 
 # demo.sh builds only the programs it runs (cuda when a GPU is usable, else host).
 demo: deps
