@@ -19,7 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "milmer/data/shards.hpp"
+#include "milmer/data/shard_writer.hpp"
+#include "milmer/rng.hpp"
 
 namespace fs = std::filesystem;
 using namespace milmer;
@@ -33,7 +34,7 @@ struct Options {
   std::uint64_t seed = 0;
 };
 
-double uniform(data::SplitMix64& rng) {
+double uniform(SplitMix64& rng) {
   return static_cast<double>(rng.next() >> 11) * (1.0 / 9007199254740992.0);
 }
 
@@ -45,7 +46,7 @@ void write_participant(const Options& o, int participant) {
   char name[32];
   std::snprintf(name, sizeof name, "s%02d.shard", participant);
   data::ShardWriter writer(fs::path(o.out) / name, dims, static_cast<std::uint32_t>(participant));
-  data::SplitMix64 rng(o.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(participant));
+  SplitMix64 rng(o.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(participant));
   std::vector<std::uint8_t> frames(dims.frame_bytes());
   std::vector<float> eeg(dims.eeg_floats());
   const int size = o.frame_size, lo = size / 4, hi = size - size / 4;

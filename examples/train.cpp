@@ -148,18 +148,14 @@ class GradNorm {
   DeviceBuffer<float> norms_, scratch_;
 };
 
-// Files a killed write leaves in the run directory: io::write_safetensors's
-// ".NAME.tmp.XXXXXX" beside the checkpoint, io::write_text_file's "NAME.tmp" beside
-// metrics.json and config.json. Only the holder of the run's lock writes there, so the holder
-// removes them; returns one line per file removed.
-std::vector<std::string> remove_interrupted_writes(const fs::path& out, const fs::path& ckpt) {
+// Files a killed write leaves in the run directory: io::AtomicFile's ".NAME.tmp.XXXXXX"
+// beside the checkpoint, metrics.json and config.json. Only the holder of the run's lock
+// writes there, so the holder removes them; returns one line per file removed.
+std::vector<std::string> remove_interrupted_writes(const fs::path& out) {
   std::vector<std::string> removed;
-  const std::string ckpt_tmp = "." + ckpt.filename().string() + ".tmp.";
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(out, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!name.starts_with(ckpt_tmp) && name != "metrics.json.tmp" && name != "config.json.tmp")
-      continue;
+    if (!io::is_atomic_temp_name(entry.path().filename().string())) continue;
     const std::string what = str(entry.path().string(), " (left by an interrupted write)");
     std::error_code rm;
     fs::remove(entry.path(), rm);
@@ -230,7 +226,7 @@ class Trainer {
     if (!lock_->stale_owner().empty())
       notes_.push_back(str("  took over ", lock_->path().string(), " from process ",
                            lock_->stale_owner(), ", which ended without releasing it (killed?)"));
-    for (auto& line : remove_interrupted_writes(out_, ckpt_)) notes_.push_back(std::move(line));
+    for (auto& line : remove_interrupted_writes(out_)) notes_.push_back(std::move(line));
     Context& ctx = ctx_;
     const int batch = a_.batch;
     model_ = std::make_unique<Milmer>(ctx, cfg_, batch);

@@ -261,6 +261,45 @@ TEST_CASE("safetensors: the writer refuses inconsistent tensors and leaves nothi
         }).find("temporary file") != std::string::npos);
 }
 
+TEST_CASE("AtomicFile: the target changes only on commit, and no temporary file stays") {
+  TempDir dir;
+  const fs::path p = dir.path / "out.bin";
+  const auto read_all = [](const fs::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  milmer::io::write_text_file(p, "old");
+  {
+    milmer::io::AtomicFile f(p);
+    CHECK(milmer::io::is_atomic_temp_name(f.temp_path().filename().string()));
+    CHECK(f.temp_path().parent_path() == dir.path);
+    f.write("a streamed ");
+    f.write("file");
+    CHECK(read_all(p) == "old");  // not committed: the old file stays
+  }
+  CHECK(read_all(p) == "old");
+  CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);
+  {
+    milmer::io::AtomicFile f(p);
+    f.write("xxxx, then the rest");
+    f.write_at(0, "head", 4);
+    f.write("!");
+    f.commit();
+  }
+  CHECK(read_all(p) == "head, then the rest!");
+  CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);
+  CHECK((fs::status(p).permissions() & fs::perms::all) ==
+        (fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+         fs::perms::others_read));
+  // A failed step names the file and the step.
+  const auto m = st_error([&] { milmer::io::write_text_file(dir.path / "no" / "x.json", "{}"); });
+  CHECK(m.find((dir.path / "no" / "x.json").string()) != std::string::npos);
+  CHECK(m.find("argument 'file': expected a temporary file in") != std::string::npos);
+  milmer::io::AtomicFile f(dir.path / "y.json");
+  f.commit();
+  CHECK(st_error([&] { f.write("late"); }).find("one already committed") != std::string::npos);
+}
+
 TEST_CASE("safetensors: load_tensors fills every slot or none") {
   TempDir dir;
   const fs::path p = dir.path / "m.safetensors";

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "milmer/error.hpp"
+#include "milmer/io/atomic_file.hpp"  // write_text_file
 
 namespace milmer::io {
 
@@ -44,23 +45,6 @@ inline json read_json_file(const std::filesystem::path& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return parse_json(s.str(), path.string());
-}
-
-// Writes `text` then renames it into place (no reader sees a half-written file).
-inline void write_text_file(const std::filesystem::path& path, const std::string& text) {
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw Error(path.string(), "file", "written", "an I/O error");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw Error(path.string(), "rename", "the temporary file renamed into place", ec.message());
-  }
 }
 
 inline const json& get_field(const json& obj, const std::string& key, const std::string& ctx) {

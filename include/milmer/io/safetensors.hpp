@@ -21,15 +21,15 @@
 // read unverified: the format has no checksum of its own.
 //
 // The writer puts the tensors in name order, contiguously, pads the header with spaces to a
-// multiple of 8 bytes, and writes through a temporary file in the same directory that is
-// fsynced and renamed into place: a reader sees the old file or the new one, never a part.
+// multiple of 8 bytes, and writes through io::AtomicFile (milmer/io/atomic_file.hpp): a
+// reader sees the old file or the new one, never a part.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
-#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -44,11 +44,8 @@
 #include <string_view>
 #include <vector>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include "milmer/error.hpp"
+#include "milmer/io/atomic_file.hpp"
 #include "milmer/io/crc32.hpp"
 #include "milmer/io/json.hpp"
 
@@ -63,18 +60,12 @@ inline constexpr std::size_t dtype_size(DType t) {
   return (t == DType::F64 || t == DType::I64) ? 8 : 4;
 }
 
+// The format's dtype names, in DType order.
+inline constexpr std::array<const char*, 4> kDTypeNames = {"F32", "F64", "I64", "I32"};
+
 inline constexpr const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "F32";
-    case DType::F64:
-      return "F64";
-    case DType::I64:
-      return "I64";
-    case DType::I32:
-      return "I32";
-  }
-  return "?";
+  const auto i = static_cast<std::size_t>(t);
+  return i < kDTypeNames.size() ? kDTypeNames[i] : "?";
 }
 
 template <class T>
@@ -210,10 +201,8 @@ namespace detail {
 inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 
 inline DType parse_dtype(const std::string& s, const std::string& op, const std::string& name) {
-  if (s == "F32") return DType::F32;
-  if (s == "F64") return DType::F64;
-  if (s == "I64") return DType::I64;
-  if (s == "I32") return DType::I32;
+  for (std::size_t i = 0; i < kDTypeNames.size(); ++i)
+    if (s == kDTypeNames[i]) return static_cast<DType>(i);
   throw Error(op, name, "dtype F32, F64, I64 or I32", "dtype " + s);
 }
 
@@ -419,21 +408,6 @@ inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   return out;
 }
 
-namespace detail {
-
-inline void write_all(int fd, const void* p, std::size_t n, const std::string& op) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) throw Error(op, "file", str(n, " more bytes written"), std::strerror(errno));
-    c += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-}  // namespace detail
-
 // Writes `tensors` (and string metadata) to `path` atomically.
 inline void write_safetensors(const std::filesystem::path& path, const TensorMap& tensors,
                               const std::map<std::string, std::string>& metadata = {}) {
@@ -466,37 +440,12 @@ inline void write_safetensors(const std::filesystem::path& path, const TensorMap
   text.append((8 - text.size() % 8) % 8, ' ');
   const std::uint64_t n = text.size();
 
-  const auto dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
-  std::string tmpl = (dir / str(".", path.filename().string(), ".tmp.XXXXXX")).string();
-  const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0)
-    throw Error(op, "file", str("a temporary file in ", dir.string()), std::strerror(errno));
-  try {
-    detail::write_all(fd, &n, 8, op);
-    detail::write_all(fd, text.data(), text.size(), op);
-    for (const auto& [name, t] : tensors)
-      if (!t.bytes.empty()) detail::write_all(fd, t.bytes.data(), t.bytes.size(), op);
-    if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0)
-      throw Error(op, "file", "permissions set and data synced", std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmpl.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    ::unlink(tmpl.c_str());
-    throw Error(op, "file", "closed", std::strerror(errno));
-  }
-  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmpl.c_str());
-    throw Error(op, "rename", "the temporary file renamed into place", why);
-  }
-  // Make the rename itself durable.
-  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  AtomicFile file(path, op);
+  file.write(&n, 8);
+  file.write(text);
+  for (const auto& [name, t] : tensors)
+    if (!t.bytes.empty()) file.write(t.bytes.data(), t.bytes.size());
+  file.commit();
 }
 
 // ---------------------------------------------------------------------------------------
