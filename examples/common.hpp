@@ -1,7 +1,7 @@
 // Helpers shared by the example programs (milmer-train, milmer-infer) that need no model:
-// classification metrics, a progress bar, time formatting, a log file, JSON output, a run
-// directory's lock, and the metadata of a safetensors checkpoint read without its tensors
-// (each entry read as a checked value).
+// thread setup, label scheme names, classification metrics, a progress bar, time
+// formatting, a log file, JSON output, a run directory's lock, and the metadata of a
+// safetensors checkpoint read without its tensors (each entry read as a checked value).
 //
 // Metric conventions (tests/test_metrics.cpp checks them against hand-computed cases):
 // - confusion[t][p] counts samples of true class t predicted as p.
@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -36,13 +37,38 @@
 #include <string_view>
 #include <vector>
 
+#include "milmer/data/labels.hpp"
 #include "milmer/error.hpp"
 #include "milmer/io/json.hpp"
 #include "milmer/io/safetensors.hpp"
+#include "milmer/platform.hpp"
+
+#if MILMER_TARGET_HOST
+#include <cblas.h>
+#endif
 
 namespace milmer::examples {
 
 using Json = io::ordered_json;
+
+// ---------------------------------------------------------------------------------------
+// Program setup.
+
+// --threads on the host target: the emulator's thread pool and OpenBLAS (0: both keep their
+// default, every core). Must run before the first kernel launch (the emulator reads
+// MILMER_EMU_THREADS once).
+inline void set_host_threads(int threads) {
+  if (threads <= 0) return;
+#if MILMER_TARGET_HOST
+  ::setenv("MILMER_EMU_THREADS", std::to_string(threads).c_str(), 1);
+  openblas_set_num_threads(threads);
+#endif
+}
+
+// The --labels choices: every label scheme's name (data::kLabelSchemeNames).
+inline std::vector<std::string> label_scheme_names() {
+  return {data::kLabelSchemeNames.begin(), data::kLabelSchemeNames.end()};
+}
 
 // ---------------------------------------------------------------------------------------
 // Classification metrics.

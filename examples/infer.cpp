@@ -18,14 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "cli.hpp"
 #include "common.hpp"
 #include "evaluation.hpp"
 #include "milmer/data/shards.hpp"
 #include "milmer/models/milmer.hpp"
-
-#if MILMER_TARGET_HOST
-#include <cblas.h>
-#endif
 
 namespace fs = std::filesystem;
 using namespace milmer;
@@ -174,7 +171,7 @@ int main(int argc, char** argv) {
       "milmer-infer: evaluate a milmer-train checkpoint on shards, or classify one sample"};
   app.add_option("--checkpoint", a.checkpoint, "checkpoint.safetensors written by milmer-train")
       ->required();
-  app.add_option("--data", a.data_dir, "directory of *.shard files")->required();
+  add_data_and_threads_options(app, a.data_dir, a.threads, a.no_verify);
   auto* sample =
       app.add_option("--sample", a.sample,
                      "classify one sample: its index in the shards (sorted by file, then record)");
@@ -183,26 +180,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"all", "test", "train"}))
       ->capture_default_str()
       ->excludes(sample);
-  app.add_option("--labels", a.labels,
-                 "label scheme (default: the checkpoint's; must have as many classes)")
-      ->check(CLI::IsMember(
-          {"deap4", "deap2-valence", "deap2-arousal", "deap3-valence", "deap3-arousal"}));
-  app.add_option("--batch", a.batch, "evaluation batch size")
-      ->check(CLI::Range(1, kMaxBatch))
-      ->capture_default_str();
+  add_labels_option(app, a.labels,
+                    "label scheme (default: the checkpoint's; must have as many classes)");
+  add_batch_option(app, a.batch, kMaxBatch, "evaluation batch size");
   app.add_flag("--json", a.json, "machine-readable output (JSON on stdout)");
-  app.add_option("--threads", a.threads, "host target: emulator and OpenBLAS threads (0: all)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  app.add_flag("--no-verify", a.no_verify, "skip the shards' payload CRC pass when opening");
   CLI11_PARSE(app, argc, argv);
 
-  if (a.threads > 0) {
-#if MILMER_TARGET_HOST
-    ::setenv("MILMER_EMU_THREADS", std::to_string(a.threads).c_str(), 1);
-    openblas_set_num_threads(a.threads);
-#endif
-  }
+  set_host_threads(a.threads);
   try {
     return run(a);
   } catch (const std::exception& e) {

@@ -19,11 +19,13 @@
 #include <string>
 #include <vector>
 
+#include "cli.hpp"
 #include "milmer/data/shard_writer.hpp"
 #include "milmer/rng.hpp"
 
 namespace fs = std::filesystem;
 using namespace milmer;
+using milmer::examples::add_positive;
 
 namespace {
 
@@ -94,18 +96,12 @@ int main(int argc, char** argv) {
   CLI::App app{"milmer-synthetic-shards: small shards with class-dependent signal (tests)"};
   app.add_option("--out", o.out, "directory to write sXX.shard files into")->required();
   app.add_option("--participants", o.participants)->check(CLI::Range(1, 99))->capture_default_str();
-  app.add_option("--trials", o.trials, "trials per participant")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--windows", o.windows, "windows per trial")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--frames", o.frames)->check(CLI::PositiveNumber)->capture_default_str();
+  add_positive(app, "--trials", o.trials, "trials per participant");
+  add_positive(app, "--windows", o.windows, "windows per trial");
+  add_positive(app, "--frames", o.frames);
   app.add_option("--frame-size", o.frame_size)->check(CLI::Range(4, 1024))->capture_default_str();
-  app.add_option("--eeg-channels", o.eeg_channels)
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--eeg-samples", o.eeg_samples)->check(CLI::PositiveNumber)->capture_default_str();
+  add_positive(app, "--eeg-channels", o.eeg_channels);
+  add_positive(app, "--eeg-samples", o.eeg_samples);
   app.add_option("--seed", o.seed)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

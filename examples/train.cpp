@@ -23,15 +23,12 @@
 #include <string>
 #include <vector>
 
+#include "cli.hpp"
 #include "common.hpp"
 #include "evaluation.hpp"
 #include "milmer/data/shards.hpp"
 #include "milmer/kernels/adamw.hpp"
 #include "milmer/models/milmer.hpp"
-
-#if MILMER_TARGET_HOST
-#include <cblas.h>
-#endif
 
 namespace fs = std::filesystem;
 using namespace milmer;
@@ -39,7 +36,6 @@ using namespace milmer::examples;
 
 namespace {
 
-constexpr const char* kCheckpointFormat = "milmer-train checkpoint 1";
 constexpr int kExitStoppedForTest = 3;
 
 struct Args {
@@ -89,16 +85,6 @@ std::string device_description() {
   return "cuda";
 #else
   return str("host emulator (", emu::os_threads(), " threads; no GPU)");
-#endif
-}
-
-// --threads on the host target: the emulator's thread pool and OpenBLAS. Must run before
-// the first kernel launch (the emulator reads MILMER_EMU_THREADS once).
-void apply_threads(int threads) {
-  if (threads <= 0) return;
-#if MILMER_TARGET_HOST
-  ::setenv("MILMER_EMU_THREADS", std::to_string(threads).c_str(), 1);
-  openblas_set_num_threads(threads);
 #endif
 }
 
@@ -169,6 +155,103 @@ struct EpochRecord {
   Json deterministic;  // what an uninterrupted run reproduces bit for bit
   double seconds = 0;  // wall time of the epoch (training + evaluation)
   double train_samples_per_second = 0;
+
+  Json to_json() const {
+    return Json{{"record", deterministic},
+                {"seconds", seconds},
+                {"train_samples_per_second", train_samples_per_second}};
+  }
+  static EpochRecord from_json(const Json& h, const std::string& op, const std::string& argument) {
+    const bool ok = h.is_object() && h.contains("record") && h["record"].is_object() &&
+                    h.contains("seconds") && h["seconds"].is_number() &&
+                    h.contains("train_samples_per_second") &&
+                    h["train_samples_per_second"].is_number();
+    check(ok, op, argument,
+          "an object with 'record' (an object), 'seconds' and 'train_samples_per_second' "
+          "(numbers)",
+          quoted_excerpt(h.dump()));
+    return {h["record"], h["seconds"].get<double>(), h["train_samples_per_second"].get<double>()};
+  }
+};
+
+// The state of a run between two epochs: everything a checkpoint's metadata holds besides
+// the model's own entries (its config and step, written by Milmer::save_checkpoint). A
+// checkpoint stores to_metadata() of the state after an epoch; --resume continues from
+// from_metadata(), its mirror image, so what is saved is what is resumed.
+struct RunState {
+  static constexpr const char* kFormat = "milmer-train checkpoint 1";
+
+  Json identity;                     // "run": what determines the result (run_identity)
+  std::string labels;                // "labels": the label scheme (read by milmer-infer)
+  Json class_names;                  // "class_names"
+  Json protocol;                     // "protocol" (read by milmer-infer --split)
+  std::uint64_t seed = 0;            // "rng": the random state, stated (see to_metadata)
+  int epoch = 0;                     // "epoch": epochs done, so the index of the next one
+  std::int64_t step = 0;             // "rng" next_step: optimiser steps done
+  std::vector<EpochRecord> history;  // "history": one record per epoch done
+  double wall_seconds = 0;           // "wall_seconds": training time over every process
+  int runs = 1;                      // "runs": processes that have trained the run
+  Json args;                         // "args": the latest process's options
+
+  std::map<std::string, std::string> to_metadata() const {
+    Json hist = Json::array();
+    for (const auto& r : history) hist.push_back(r.to_json());
+    std::map<std::string, std::string> meta;
+    meta["format"] = kFormat;
+    meta["epoch"] = std::to_string(epoch);
+    meta["run"] = identity.dump();
+    meta["labels"] = labels;
+    meta["class_names"] = class_names.dump();
+    meta["protocol"] = protocol.dump();
+    // The random state, stated: sample order = seeded_shuffle(seed, epoch) (data::Batcher),
+    // dropout and drop-path = Philox(step_seed(seed, step)) (Milmer::train_step).
+    meta["rng"] = Json{{"seed", seed},
+                       {"next_epoch", epoch},
+                       {"next_step", step},
+                       {"shuffle", "data::Batcher: seeded_shuffle from (seed, epoch)"},
+                       {"model", "Milmer::train_step: Philox from step_seed(seed, step)"}}
+                      .dump();
+    meta["history"] = hist.dump();
+    meta["wall_seconds"] = str(wall_seconds);
+    meta["runs"] = std::to_string(runs);
+    meta["args"] = args.dump();
+    return meta;
+  }
+
+  // Every entry checked; a malformed one is an Error naming the entry and `file`.
+  static RunState from_metadata(const std::map<std::string, std::string>& meta,
+                                const std::string& file, int max_epoch) {
+    const std::string op = "checkpoint " + file;
+    check(metadata_field(meta, "format", file) == kFormat, op, "format", kFormat,
+          meta.at("format"));
+    RunState s;
+    s.identity = metadata_json(meta, "run", file);
+    s.epoch = static_cast<int>(metadata_int(meta, "epoch", file, 0, max_epoch));
+    const Json hist = metadata_json(meta, "history", file);
+    check(hist.is_array() && hist.size() == static_cast<std::size_t>(s.epoch), op,
+          "metadata 'history'", str("a list of ", s.epoch, " epoch records (metadata 'epoch')"),
+          hist.is_array() ? str("a list of ", hist.size()) : std::string(hist.type_name()));
+    for (std::size_t i = 0; i < hist.size(); ++i)
+      s.history.push_back(EpochRecord::from_json(hist[i], op, str("metadata 'history'[", i, "]")));
+    s.wall_seconds = metadata_double(meta, "wall_seconds", file);
+    s.runs = static_cast<int>(metadata_int(meta, "runs", file, 1, 1'000'000'000));
+    s.labels = metadata_field(meta, "labels", file);
+    s.class_names = metadata_json(meta, "class_names", file);
+    s.protocol = metadata_json(meta, "protocol", file);
+    s.args = metadata_json(meta, "args", file);
+    const Json rng = metadata_json(meta, "rng", file);
+    const bool rng_ok = rng.is_object() && rng.contains("seed") &&
+                        rng.at("seed").is_number_unsigned() && rng.contains("next_epoch") &&
+                        rng.at("next_epoch") == s.epoch && rng.contains("next_step") &&
+                        rng.at("next_step").is_number_unsigned();
+    check(rng_ok, op, "metadata 'rng'",
+          str("an object with 'seed', 'next_epoch' (", s.epoch,
+              ", as metadata 'epoch') and 'next_step' (integers >= 0)"),
+          quoted_excerpt(rng.dump()));
+    s.seed = rng.at("seed").get<std::uint64_t>();
+    s.step = rng.at("next_step").get<std::int64_t>();
+    return s;
+  }
 };
 
 class Trainer {
@@ -203,7 +286,6 @@ class Trainer {
 
     fs::create_directories(out_);
     lock_ = std::make_unique<RunDirLock>(out_, "milmer-train");
-    std::map<std::string, std::string> saved_meta;
     const bool have_ckpt = fs::exists(ckpt_);
     if (have_ckpt && !a_.resume)
       throw Error("milmer-train", "--out",
@@ -213,14 +295,22 @@ class Trainer {
       throw Error("milmer-train", "--resume",
                   str("a checkpoint to continue from, ", ckpt_.string()),
                   str("none in ", out_.string(), " (leave out --resume to start a new run)"));
-    const std::string ck = ckpt_.string();
     if (have_ckpt) {
-      saved_meta = read_safetensors_metadata(ckpt_);
-      check(metadata_field(saved_meta, "format", ck) == kCheckpointFormat, "checkpoint " + ck,
-            "format", kCheckpointFormat, saved_meta.at("format"));
-      check_same_run(metadata_json(saved_meta, "run", ck), identity_, ckpt_);
-      checkpoint_config(saved_meta, ck);
+      const std::string ck = ckpt_.string();
+      const auto saved = read_safetensors_metadata(ckpt_);
+      state_ = RunState::from_metadata(saved, ck, a_.epochs);
+      check_same_run(state_.identity, identity_, ckpt_);
+      checkpoint_config(saved, ck);
+      ++state_.runs;
+    } else {
+      state_.identity = identity_;
+      state_.labels = a_.labels;
+      state_.class_names = Json(names_);
+      state_.protocol = a_.protocol.to_json();
+      state_.seed = a_.seed;
     }
+    state_.args = a_.to_json();
+    prior_wall_ = state_.wall_seconds;
 
     log_ = RunLog(out_ / "train.log");
     if (!lock_->stale_owner().empty())
@@ -241,18 +331,16 @@ class Trainer {
                                .total_steps = total_steps_,
                                .warmup_steps = a_.warmup_steps};
 
-    int start_epoch = 0;
+    const int start_epoch = state_.epoch;
     if (have_ckpt) {
-      start_epoch = static_cast<int>(metadata_int(saved_meta, "epoch", ck, 0, a_.epochs));
-      read_history(metadata_json(saved_meta, "history", ck), start_epoch, ck);
-      prior_wall_ = metadata_double(saved_meta, "wall_seconds", ck);
-      runs_ = static_cast<int>(metadata_int(saved_meta, "runs", ck, 1, 1'000'000'000)) + 1;
       model_->load_checkpoint(ctx, ckpt_);
       check(model_->step() == std::int64_t{start_epoch} * steps_per_epoch_,
             "checkpoint " + ckpt_.string(), "step",
             str(start_epoch * steps_per_epoch_, " (epoch ", start_epoch, " x ", steps_per_epoch_,
                 " steps)"),
             str(model_->step()));
+      check(state_.step == model_->step(), "checkpoint " + ckpt_.string(), "metadata 'rng'",
+            str("next_step ", model_->step(), " (as metadata 'step')"), str(state_.step));
     } else {
       model_->init(ctx, a_.seed);
       if (!a_.swin_weights.empty()) model_->swin().load(ctx, fs::path(a_.swin_weights));
@@ -277,91 +365,106 @@ class Trainer {
   }
 
  private:
+  // The epoch loop: each epoch trains, evaluates on the held-out split, and ends in a
+  // checkpoint (the run state after it) and metrics.json.
   void train_epochs(Context& ctx, int start_epoch, HostBatch& hb, Progress& progress,
                     std::chrono::steady_clock::time_point t_start, std::int64_t& steps_this_run) {
     for (int epoch = start_epoch; epoch < a_.epochs; ++epoch) {
       const auto t_epoch = std::chrono::steady_clock::now();
       progress.set_label(str("epoch ", epoch + 1, "/", a_.epochs));
-      batcher_->start_epoch(static_cast<std::uint64_t>(epoch));
-      std::vector<double> step_losses;
-      double loss_sum = 0, train_seconds = 0;
-      std::int64_t seen = 0, correct = 0;
-      double lr = 0;
-      while (const std::size_t n = batcher_->next(hb.buffers())) {
-        const auto t_step = std::chrono::steady_clock::now();
-        const int b = static_cast<int>(n);
-        upload_batch(ctx, *model_, hb, b);
-        lr = schedule_.at(model_->step());
-        // A non-finite loss or gradient norm throws NonFinite before the update, so the
-        // parameters stay those after the previous step.
-        const float loss = model_->train_step(
-            ctx, b, lr, a_.seed, std::span<const int>(hb.labels.data(), n), [&](float l) {
-              const auto where = [&] {
-                return str("epoch ", epoch + 1, "/", a_.epochs, ", step ", step_losses.size() + 1,
-                           "/", steps_per_epoch_, " (step ", model_->step() + 1, " of the run)");
-              };
-              if (!std::isfinite(l)) throw NonFinite(where(), "loss", "a finite value", str(l));
-              const double norm = grad_norm_(ctx, *model_);
-              if (!std::isfinite(norm))
-                throw NonFinite(where(), "gradient norm", "a finite value",
-                                str(norm, " (loss ", l, ")"));
-            });
-        const std::vector<float> logits = download_logits(ctx, *model_, b);
-        train_seconds += seconds_since(t_step);
-        for (std::size_t j = 0; j < n; ++j)
-          correct += argmax(std::span<const float>(logits).subspan(
-                         j * static_cast<std::size_t>(cfg_.classes),
-                         static_cast<std::size_t>(cfg_.classes))) == hb.labels[j];
-        seen += b;
-        step_losses.push_back(loss);
-        loss_sum += static_cast<double>(loss) * b;
-        ++steps_this_run;
-        const double samples_per_s = seen / std::max(train_seconds, 1e-9);
-        progress.update(model_->step(), str("loss ", fixed(loss_sum / seen, 4), "  acc ",
-                                            percent(double(correct) / seen), "  ",
-                                            fixed(samples_per_s * cfg_.frames, 1), " img/s"));
-        if (a_.stop_after_steps > 0 && steps_this_run == a_.stop_after_steps) {
-          progress.clear_line();
-          log_.line(str("stopping after ", steps_this_run,
-                        " steps as asked (--stop-after-steps, a test aid): nothing more is "
-                        "written; the checkpoint of epoch ",
-                        epoch, " stays; continue with --resume"));
-          std::fflush(nullptr);
-          std::_Exit(kExitStoppedForTest);
-        }
-      }
-      progress.clear_line();
-      const std::string after = str("evaluation after epoch ", epoch + 1, "/", a_.epochs);
-      Evaluation ev;
-      try {
-        ev = evaluate(ctx, *model_, *ds_, split_.split.test, scheme_,
-                      [&](std::size_t done, std::size_t total) {
-                        progress.update(model_->step(), str("evaluating ", done, "/", total));
-                      });
-      } catch (const NonFinite& e) {
-        throw NonFinite(after + ": " + e.op(), e.argument(), e.expected(), e.got());
-      }
-      progress.clear_line();
+      EpochRecord rec = train_epoch(ctx, epoch, hb, progress, steps_this_run);
+      const Evaluation ev = evaluate_epoch(ctx, epoch, progress);
       if (const std::string name = first_nonfinite_parameter(ctx); !name.empty())
         throw NonFinite(str("epoch ", epoch + 1, "/", a_.epochs, ", before its checkpoint"), name,
                         "finite values (a checkpoint is never written otherwise)",
                         "a value that is not finite");
-      EpochRecord rec;
-      rec.deterministic = Json{{"epoch", epoch + 1},
-                               {"step", model_->step()},
-                               {"lr_last", lr},
-                               {"train_loss", loss_sum / seen},
-                               {"train_accuracy", double(correct) / seen},
-                               {"step_losses", step_losses},
-                               {"eval", to_json(ev, names_)}};
+      rec.deterministic["eval"] = to_json(ev, names_);
       rec.seconds = seconds_since(t_epoch);
-      rec.train_samples_per_second = seen / std::max(train_seconds, 1e-9);
-      history_.push_back(rec);
+      state_.history.push_back(rec);
       log_epoch(rec, ev);
       const double wall = prior_wall_ + seconds_since(t_start);
       save_checkpoint(ctx, epoch + 1, wall);
       write_metrics(epoch + 1, wall, false);
     }
+  }
+
+  // One pass over the training split: its record without the evaluation ("eval") and the
+  // epoch's wall time.
+  EpochRecord train_epoch(Context& ctx, int epoch, HostBatch& hb, Progress& progress,
+                          std::int64_t& steps_this_run) {
+    batcher_->start_epoch(static_cast<std::uint64_t>(epoch));
+    std::vector<double> step_losses;
+    double loss_sum = 0, train_seconds = 0;
+    std::int64_t seen = 0, correct = 0;
+    double lr = 0;
+    while (const std::size_t n = batcher_->next(hb.buffers())) {
+      const auto t_step = std::chrono::steady_clock::now();
+      const int b = static_cast<int>(n);
+      upload_batch(ctx, *model_, hb, b);
+      lr = schedule_.at(model_->step());
+      // A non-finite loss or gradient norm throws NonFinite before the update, so the
+      // parameters stay those after the previous step.
+      const float loss = model_->train_step(
+          ctx, b, lr, a_.seed, std::span<const int>(hb.labels.data(), n), [&](float l) {
+            const auto where = [&] {
+              return str("epoch ", epoch + 1, "/", a_.epochs, ", step ", step_losses.size() + 1,
+                         "/", steps_per_epoch_, " (step ", model_->step() + 1, " of the run)");
+            };
+            if (!std::isfinite(l)) throw NonFinite(where(), "loss", "a finite value", str(l));
+            const double norm = grad_norm_(ctx, *model_);
+            if (!std::isfinite(norm))
+              throw NonFinite(where(), "gradient norm", "a finite value",
+                              str(norm, " (loss ", l, ")"));
+          });
+      const std::vector<float> logits = download_logits(ctx, *model_, b);
+      train_seconds += seconds_since(t_step);
+      for (std::size_t j = 0; j < n; ++j)
+        correct += argmax(std::span<const float>(logits).subspan(
+                       j * static_cast<std::size_t>(cfg_.classes),
+                       static_cast<std::size_t>(cfg_.classes))) == hb.labels[j];
+      seen += b;
+      step_losses.push_back(loss);
+      loss_sum += static_cast<double>(loss) * b;
+      ++steps_this_run;
+      const double samples_per_s = seen / std::max(train_seconds, 1e-9);
+      progress.update(model_->step(), str("loss ", fixed(loss_sum / seen, 4), "  acc ",
+                                          percent(double(correct) / seen), "  ",
+                                          fixed(samples_per_s * cfg_.frames, 1), " img/s"));
+      if (a_.stop_after_steps > 0 && steps_this_run == a_.stop_after_steps) {
+        progress.clear_line();
+        log_.line(str("stopping after ", steps_this_run,
+                      " steps as asked (--stop-after-steps, a test aid): nothing more is "
+                      "written; the checkpoint of epoch ",
+                      epoch, " stays; continue with --resume"));
+        std::fflush(nullptr);
+        std::_Exit(kExitStoppedForTest);
+      }
+    }
+    progress.clear_line();
+    EpochRecord rec;
+    rec.deterministic = Json{{"epoch", epoch + 1},
+                             {"step", model_->step()},
+                             {"lr_last", lr},
+                             {"train_loss", loss_sum / seen},
+                             {"train_accuracy", double(correct) / seen},
+                             {"step_losses", step_losses}};
+    rec.train_samples_per_second = seen / std::max(train_seconds, 1e-9);
+    return rec;
+  }
+
+  Evaluation evaluate_epoch(Context& ctx, int epoch, Progress& progress) {
+    const std::string after = str("evaluation after epoch ", epoch + 1, "/", a_.epochs);
+    Evaluation ev;
+    try {
+      ev = evaluate(ctx, *model_, *ds_, split_.split.test, scheme_,
+                    [&](std::size_t done, std::size_t total) {
+                      progress.update(model_->step(), str("evaluating ", done, "/", total));
+                    });
+    } catch (const NonFinite& e) {
+      throw NonFinite(after + ": " + e.op(), e.argument(), e.expected(), e.got());
+    }
+    progress.clear_line();
+    return ev;
   }
 
   // The first parameter holding a value that is not finite, or "" (checked before every
@@ -381,7 +484,7 @@ class Trainer {
   // A run stopped by a non-finite value: metrics.json says complete: false and why, the log
   // says so, and the error to report names what is kept. The last checkpoint is untouched.
   NonFinite stopped(const NonFinite& e, std::chrono::steady_clock::time_point t_start) {
-    const int done = static_cast<int>(history_.size());
+    const int done = static_cast<int>(state_.history.size());
     const std::string kept =
         done > 0 ? str("the checkpoint of epoch ", done, " stays (", ckpt_.string(), ")")
                  : std::string("no checkpoint was written");
@@ -396,57 +499,11 @@ class Trainer {
     return out;
   }
 
-  // The history entries of a checkpoint's metadata: one per epoch done.
-  void read_history(const Json& hist, int epochs_done, const std::string& ck) {
-    const std::string op = "checkpoint " + ck;
-    check(hist.is_array() && hist.size() == static_cast<std::size_t>(epochs_done), op,
-          "metadata 'history'", str("a list of ", epochs_done, " epoch records (metadata 'epoch')"),
-          hist.is_array() ? str("a list of ", hist.size()) : std::string(hist.type_name()));
-    for (std::size_t i = 0; i < hist.size(); ++i) {
-      const Json& h = hist[i];
-      const bool ok = h.is_object() && h.contains("record") && h["record"].is_object() &&
-                      h.contains("seconds") && h["seconds"].is_number() &&
-                      h.contains("train_samples_per_second") &&
-                      h["train_samples_per_second"].is_number();
-      check(ok, op, str("metadata 'history'[", i, "]"),
-            "an object with 'record' (an object), 'seconds' and 'train_samples_per_second' "
-            "(numbers)",
-            quoted_excerpt(h.dump()));
-      history_.push_back(
-          {h["record"], h["seconds"].get<double>(), h["train_samples_per_second"].get<double>()});
-    }
-  }
-
-  Json history_json() const {
-    Json h = Json::array();
-    for (const auto& r : history_)
-      h.push_back(Json{{"record", r.deterministic},
-                       {"seconds", r.seconds},
-                       {"train_samples_per_second", r.train_samples_per_second}});
-    return h;
-  }
-
   void save_checkpoint(Context& ctx, int epochs_done, double wall) {
-    std::map<std::string, std::string> meta;
-    meta["format"] = kCheckpointFormat;
-    meta["epoch"] = std::to_string(epochs_done);
-    meta["run"] = identity_.dump();
-    meta["labels"] = a_.labels;
-    meta["class_names"] = Json(names_).dump();
-    meta["protocol"] = a_.protocol.to_json().dump();
-    // The random state, stated: sample order = seeded_shuffle(seed, epoch) (data::Batcher),
-    // dropout and drop-path = Philox(step_seed(seed, step)) (Milmer::train_step).
-    meta["rng"] = Json{{"seed", a_.seed},
-                       {"next_epoch", epochs_done},
-                       {"next_step", model_->step()},
-                       {"shuffle", "data::Batcher: seeded_shuffle from (seed, epoch)"},
-                       {"model", "Milmer::train_step: Philox from step_seed(seed, step)"}}
-                      .dump();
-    meta["history"] = history_json().dump();
-    meta["wall_seconds"] = str(wall);
-    meta["runs"] = std::to_string(runs_);
-    meta["args"] = a_.to_json().dump();
-    model_->save_checkpoint(ctx, ckpt_, meta);
+    state_.epoch = epochs_done;
+    state_.step = model_->step();
+    state_.wall_seconds = wall;
+    model_->save_checkpoint(ctx, ckpt_, state_.to_metadata());
   }
 
   void write_metrics(int epochs_done, double wall, bool complete) const {
@@ -473,14 +530,14 @@ class Trainer {
     m["swin_parameter_count"] = model_->swin_param_count();
     m["steps_per_epoch"] = steps_per_epoch_;
     m["total_steps"] = total_steps_;
-    m["chance"] =
-        Json{{"uniform", 1.0 / cfg_.classes},
-             {"majority_class_rate",
-              history_.empty()
-                  ? 0.0
-                  : history_.back().deterministic["eval"]["majority_class_rate"].get<double>()}};
+    m["chance"] = Json{
+        {"uniform", 1.0 / cfg_.classes},
+        {"majority_class_rate",
+         state_.history.empty()
+             ? 0.0
+             : state_.history.back().deterministic["eval"]["majority_class_rate"].get<double>()}};
     Json hist = Json::array(), timing = Json::array();
-    for (const auto& r : history_) {
+    for (const auto& r : state_.history) {
       hist.push_back(r.deterministic);
       timing.push_back(Json{{"epoch", r.deterministic["epoch"]},
                             {"seconds", r.seconds},
@@ -488,13 +545,13 @@ class Trainer {
                             {"train_images_per_second", r.train_samples_per_second * cfg_.frames}});
     }
     m["history"] = hist;
-    if (!history_.empty()) {
-      const Json& last = history_.back().deterministic;
+    if (!state_.history.empty()) {
+      const Json& last = state_.history.back().deterministic;
       m["final"] = Json{
           {"epoch", last["epoch"]}, {"train_loss", last["train_loss"]}, {"eval", last["eval"]}};
     }
     m["timing"] = Json{{"wall_seconds", wall},
-                       {"runs", runs_},
+                       {"runs", state_.runs},
                        {"device", device_description()},
                        {"epochs", timing}};
     m["files"] = Json{{"checkpoint", ckpt_.string()},
@@ -551,8 +608,8 @@ class Trainer {
   }
 
   void log_final(double wall) {
-    if (history_.empty()) return;
-    const Json& e = history_.back().deterministic["eval"];
+    if (state_.history.empty()) return;
+    const Json& e = state_.history.back().deterministic["eval"];
     ClassificationMetrics m;
     m.confusion = e["confusion_matrix"].get<std::vector<std::vector<std::int64_t>>>();
     log_.line(str("final (epoch ", a_.epochs, ", held-out ", e["samples"].get<std::int64_t>(),
@@ -568,7 +625,7 @@ class Trainer {
   }
 
   Args a_;
-  Context ctx_;  // after apply_threads (main), before the model that uses it
+  Context ctx_;  // after set_host_threads (main), before the model that uses it
   data::LabelScheme scheme_{};
   std::vector<std::string> names_;
   fs::path out_, ckpt_;
@@ -582,9 +639,8 @@ class Trainer {
   std::unique_ptr<data::Batcher> batcher_;
   std::int64_t steps_per_epoch_ = 0, total_steps_ = 0;
   CosineSchedule schedule_;
-  std::vector<EpochRecord> history_;
-  double prior_wall_ = 0;
-  int runs_ = 1;
+  RunState state_;         // after the last epoch done (the checkpoint's metadata)
+  double prior_wall_ = 0;  // training time of the processes before this one
   std::unique_ptr<RunDirLock> lock_;
   std::vector<std::string> notes_;  // for the log: a lock taken over, files cleaned up
   GradNorm grad_norm_;
@@ -603,9 +659,7 @@ int main(int argc, char** argv) {
                                 "model config JSON (docs/model.md §10) instead of a preset")
                      ->check(CLI::ExistingFile);
   preset->excludes(config);
-  app.add_option("--labels", a.labels, "label scheme (sets the number of classes)")
-      ->check(CLI::IsMember(
-          {"deap4", "deap2-valence", "deap2-arousal", "deap3-valence", "deap3-arousal"}))
+  add_labels_option(app, a.labels, "label scheme (sets the number of classes)")
       ->capture_default_str();
   app.add_option("--protocol", a.protocol.name,
                  "subject-dependent (k-fold over trials), window-level (k-fold over windows: "
@@ -621,37 +675,28 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--split-seed", a.protocol.split_seed, "seed of the k-fold dealing")
       ->capture_default_str();
-  app.add_option("--epochs", a.epochs, "epochs")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--batch", a.batch, "batch size")
-      ->check(CLI::Range(1, kMaxBatch))
-      ->capture_default_str();
-  app.add_option("--lr", a.lr, "peak learning rate (cosine decay to 0.1 x over the run)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  add_positive(app, "--epochs", a.epochs, "epochs");
+  add_batch_option(app, a.batch, kMaxBatch, "batch size");
+  add_positive(app, "--lr", a.lr, "peak learning rate (cosine decay to 0.1 x over the run)");
   app.add_option("--warmup-steps", a.warmup_steps, "linear warm-up steps")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--seed", a.seed, "seed of initialisation, sample order, dropout, drop-path")
       ->capture_default_str();
-  app.add_option("--data", a.data_dir, "directory of *.shard files")->required();
+  add_data_and_threads_options(app, a.data_dir, a.threads, a.no_verify);
   app.add_option("--out", a.out_dir, "run directory (checkpoint, metrics.json, train.log)")
       ->required();
   app.add_option("--swin-weights", a.swin_weights,
                  "pretrained Swin encoder (safetensors, transformers names; tools/convert_swin.py)")
       ->check(CLI::ExistingFile);
   app.add_flag("--resume", a.resume, "continue the run in --out from its checkpoint");
-  app.add_option("--threads", a.threads,
-                 "host target: emulator and OpenBLAS threads (0: all cores)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
   app.add_option("--stop-after-steps", a.stop_after_steps,
                  "testing aid: exit with status 3 after this many steps of this process, as if "
                  "killed (the last epoch's checkpoint stays)")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--no-verify", a.no_verify, "skip the shards' payload CRC pass when opening");
   CLI11_PARSE(app, argc, argv);
 
-  apply_threads(a.threads);
+  set_host_threads(a.threads);
   try {
     return Trainer(a).run();
   } catch (const std::exception& e) {
