@@ -34,6 +34,23 @@ def load_metrics(run: Path) -> dict:
     return m
 
 
+def finish_axes(ax, title: str, xlabel: str, ylabel: str, **legend) -> None:
+    """Labels, title, grid and legend of a line plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+
+
+def save_figure(fig, plt, path: Path) -> Path:
+    """Lays out, writes and closes a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_losses(m: dict, plt, out: Path) -> Path:
     hist = m["history"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -48,17 +65,9 @@ def plot_losses(m: dict, plt, out: Path) -> Path:
             label="train loss (epoch mean)")
     ax.plot(ends, [e["eval"]["loss"] for e in hist], "s-", color="tab:orange",
             label="held-out loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy")
-    ax.set_title(f"{m['labels']}: loss ({m['protocol'].get('description', m['protocol']['name'])})",
-                 fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = out / "loss_curves.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    finish_axes(ax, f"{m['labels']}: loss ({m['protocol'].get('description', m['protocol']['name'])})",
+                "step", "cross-entropy")
+    return save_figure(fig, plt, out / "loss_curves.png")
 
 
 def plot_accuracy(m: dict, plt, out: Path) -> Path:
@@ -79,16 +88,9 @@ def plot_accuracy(m: dict, plt, out: Path) -> Path:
         ax.axhline(majority, color="black", ls=":", alpha=0.6,
                    label=f"majority class of the held-out set ({majority:.2f})")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("fraction")
-    ax.set_title(f"{m['labels']}: accuracy and macro F1", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = out / "accuracy.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    finish_axes(ax, f"{m['labels']}: accuracy and macro F1", "epoch", "fraction", fontsize=8,
+                loc="lower right")
+    return save_figure(fig, plt, out / "accuracy.png")
 
 
 def plot_confusion(m: dict, plt, out: Path) -> Path:
@@ -114,11 +116,7 @@ def plot_confusion(m: dict, plt, out: Path) -> Path:
     ax.set_title(f"{m['labels']}: accuracy {100 * ev['accuracy']:.1f}%, macro F1 {ev['macro_f1']:.3f}",
                  fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path = out / "confusion_matrix.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, out / "confusion_matrix.png")
 
 
 def main(argv: list[str] | None = None) -> int:

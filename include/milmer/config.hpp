@@ -53,6 +53,18 @@ void check_range(T v, T lo, T hi, const std::string& ctx, const std::string& nam
   check(v >= lo && v <= hi, ctx, name, str("in [", lo, ", ", hi, "]"), str(v));
 }
 
+// A config's JSON file, read (from_json checks it) and written (validated first, then
+// atomically, indented).
+template <class Config>
+Config load_config(const std::filesystem::path& path) {
+  return Config::from_json(io::read_json_file(path), path.string());
+}
+template <class Config>
+void save_config(const Config& c, const std::filesystem::path& path) {
+  c.validate();
+  io::write_text_file(path, c.to_json().dump(2) + "\n");
+}
+
 }  // namespace detail
 
 // One parameter: its checkpoint name and its shape (PyTorch layouts; Linear: out x in).
@@ -245,12 +257,9 @@ struct SwinConfig {
   }
 
   static SwinConfig load(const std::filesystem::path& path) {
-    return from_json(io::read_json_file(path), path.string());
+    return detail::load_config<SwinConfig>(path);
   }
-  void save(const std::filesystem::path& path) const {
-    validate();
-    io::write_text_file(path, to_json().dump(2) + "\n");
-  }
+  void save(const std::filesystem::path& path) const { detail::save_config(*this, path); }
 };
 
 struct MilmerConfig;
@@ -409,12 +418,9 @@ struct MilmerConfig {
   }
 
   static MilmerConfig load(const std::filesystem::path& path) {
-    return from_json(io::read_json_file(path), path.string());
+    return detail::load_config<MilmerConfig>(path);
   }
-  void save(const std::filesystem::path& path) const {
-    validate();
-    io::write_text_file(path, to_json().dump(2) + "\n");
-  }
+  void save(const std::filesystem::path& path) const { detail::save_config(*this, path); }
 };
 
 // ---------------------------------------------------------------------------------------
