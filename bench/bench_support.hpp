@@ -1,5 +1,6 @@
 // What every benchmark suite of milmer_bench shares: the device's peaks, device buffers of
-// random numbers, and the one timing loop.
+// random numbers (drawn by include/milmer/reference/check.hpp's random_vector, as the tests and
+// labs draw theirs), and the one timing loop.
 //
 // Timing (both targets, one code path): before each iteration a buffer of twice the L2 size is
 // written (cuda target: the L2 holds none of the kernel's inputs when it starts), then the
@@ -25,6 +26,7 @@
 
 #include "milmer/context.hpp"
 #include "milmer/memory.hpp"
+#include "milmer/reference/check.hpp"
 #include "milmer/tensor.hpp"
 
 namespace milmer::bench {
@@ -85,19 +87,10 @@ inline int swin_images() {
   return MILMER_TARGET_CUDA ? 42 : 1;
 }
 
-inline std::vector<float> random_host(std::size_t n, std::uint64_t seed, float lo = -1.0f,
-                                      float hi = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
 inline DeviceBuffer<float> random_buffer(std::size_t n, std::uint64_t seed, float lo = -1.0f,
                                          float hi = 1.0f) {
   DeviceBuffer<float> b(n);
-  const auto host = random_host(n, seed, lo, hi);
+  const auto host = reference::random_vector(n, seed, lo, hi);
   b.upload(host.data(), n);
   return b;
 }
@@ -183,6 +176,26 @@ inline void add(const std::string& name, std::function<void(benchmark::State&)> 
   benchmark::RegisterBenchmark(name.c_str(), [body](benchmark::State& s) { body(s); })
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
+}
+
+// Registers <family>/fwd/<shape> and <family>/bwd/<shape>, each over fresh buffers from
+// make(): the first times forward(buffers); the second runs forward once (backward reads what
+// it saved) and times backward(buffers).
+template <class Make, class Forward, class Backward>
+void add_forward_backward(const std::string& family, const std::string& shape, Make make,
+                          Forward forward, const Work& forward_work, Backward backward,
+                          const Work& backward_work) {
+  add(family + "/fwd/" + shape, [=](benchmark::State& state) {
+    auto buffers = make();
+    run(
+        state, [&] { forward(buffers); }, forward_work);
+  });
+  add(family + "/bwd/" + shape, [=](benchmark::State& state) {
+    auto buffers = make();
+    forward(buffers);
+    run(
+        state, [&] { backward(buffers); }, backward_work);
+  });
 }
 
 // A benchmark the host target does not run (the emulator would take many minutes); it stays

@@ -246,26 +246,18 @@ void window_attention_suite(int images, int res, int window, int heads, int head
         context(), mv(b.out, {images, res, res, C}), mv(b.lse, {images, heads, windows, N}),
         cv(b.qkv, {images, hp, hp, 3 * C}), cv(b.table, {R, heads}), heads, window, shift);
   };
-  add("window_attention/fwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    run(state, [&] { forward(b); },
-        {(3 * tp * C + R * heads + t0 * C) * kF + lse_n * 4.0, 2 * flops_per_matmul});
-  });
-  add("window_attention/bwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    forward(b);
-    run(state,
-        [&] {
-          window_attention_backward<float>(
-              context(), mv(b.dqkv, {images, hp, hp, 3 * C}), mv(b.dtable, {R, heads}),
-              mv(b.workspace, {heads, R, std::int64_t{images} * windows}),
-              cv(b.dout, {images, res, res, C}), cv(b.qkv, {images, hp, hp, 3 * C}),
-              cv(b.table, {R, heads}), cv(b.lse, {images, heads, windows, N}), heads, window,
-              shift);
-        },
-        {(3 * tp * C + t0 * C + 3 * tp * C + 3 * R * heads) * kF + lse_n * 4.0,
-         5 * flops_per_matmul});
-  });
+  add_forward_backward(
+      "window_attention", shape, make, forward,
+      {(3 * tp * C + R * heads + t0 * C) * kF + lse_n * 4.0, 2 * flops_per_matmul},
+      [=](Buffers& b) {
+        window_attention_backward<float>(
+            context(), mv(b.dqkv, {images, hp, hp, 3 * C}), mv(b.dtable, {R, heads}),
+            mv(b.workspace, {heads, R, std::int64_t{images} * windows}),
+            cv(b.dout, {images, res, res, C}), cv(b.qkv, {images, hp, hp, 3 * C}),
+            cv(b.table, {R, heads}), cv(b.lse, {images, heads, windows, N}), heads, window, shift);
+      },
+      {(3 * tp * C + t0 * C + 3 * tp * C + 3 * R * heads) * kF + lse_n * 4.0,
+       5 * flops_per_matmul});
 }
 
 // ---- attention core (MultiheadAttention between the projections) -----------------------
@@ -289,23 +281,16 @@ void mha_suite(const std::string& tag, std::int64_t B, std::int64_t lq, std::int
                                  cv(b.q, {B, lq, D}), cv(b.k, {B, lk, D}), cv(b.v, {B, lk, D}),
                                  heads, p, 11, 0);
   };
-  add("mha_attention/fwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    run(state, [&] { forward(b); },
-        {4.0 * (B * lq * D * 2 + B * lk * D * 2 + B * heads * lq), 2 * matmul});
-  });
-  add("mha_attention/bwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    forward(b);
-    run(state,
-        [&] {
-          mha_attention_backward<float>(
-              context(), mv(b.dq, {B, lq, D}), mv(b.dk, {B, lk, D}), mv(b.dv, {B, lk, D}),
-              cv(b.dout, {B, lq, D}), cv(b.q, {B, lq, D}), cv(b.k, {B, lk, D}), cv(b.v, {B, lk, D}),
-              cv(b.out, {B, lq, D}), cv(b.lse, {B, heads, lq}), heads, p, 11, 0);
-        },
-        {4.0 * (B * lq * D * 4 + B * lk * D * 4 + B * heads * lq), 5 * matmul});
-  });
+  add_forward_backward("mha_attention", shape, make, forward,
+                       {4.0 * (B * lq * D * 2 + B * lk * D * 2 + B * heads * lq), 2 * matmul},
+                       [=](Buffers& b) {
+                         mha_attention_backward<float>(
+                             context(), mv(b.dq, {B, lq, D}), mv(b.dk, {B, lk, D}),
+                             mv(b.dv, {B, lk, D}), cv(b.dout, {B, lq, D}), cv(b.q, {B, lq, D}),
+                             cv(b.k, {B, lk, D}), cv(b.v, {B, lk, D}), cv(b.out, {B, lq, D}),
+                             cv(b.lse, {B, heads, lq}), heads, p, 11, 0);
+                       },
+                       {4.0 * (B * lq * D * 4 + B * lk * D * 4 + B * heads * lq), 5 * matmul});
 }
 
 // ---- AMIL ------------------------------------------------------------------------------
@@ -346,26 +331,19 @@ void amil_suite(std::int64_t B, std::int64_t F, std::int64_t M, std::int64_t D, 
                         cv(b.x, {B, F, M, D}), cv(b.vw, {L, D}), cv(b.vb, {L}), cv(b.ww, {1, L}),
                         cv(b.wb, {1}), K);
   };
-  add("amil/fwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    run(state, [&] { forward(b); },
-        {(B * F * M * D + B * K * M * D + L * D + B * F * (D + 2 * L)) * kF, 2.0 * B * F * D * L});
-  });
-  add("amil/bwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    forward(b);
-    run(state,
-        [&] {
-          amil_backward<float>(context(), mv(b.dx, {B, F, M, D}), mv(b.dvw, {L, D}), mv(b.dvb, {L}),
-                               mv(b.dww, {1, L}), mv(b.ds, {B, F}), mv(b.dpre, {B, F, L}),
-                               TensorView<float>{}, cv(b.dz, {B, K * M, D}), cv(b.x, {B, F, M, D}),
-                               cv(b.e, {B, F, D}), cv(b.h, {B, F, L}),
-                               TensorView<const std::int32_t>(b.topk.data(), {B, K}),
-                               cv(b.gates, {B, K}), cv(b.vw, {L, D}), cv(b.ww, {1, L}), true);
-        },
-        {(2 * B * K * M * D + B * F * M * D + 2 * L * D + B * F * (D + 2 * L)) * kF,
-         2.0 * B * F * D * L});
-  });
+  add_forward_backward(
+      "amil", shape, make, forward,
+      {(B * F * M * D + B * K * M * D + L * D + B * F * (D + 2 * L)) * kF, 2.0 * B * F * D * L},
+      [=](Buffers& b) {
+        amil_backward<float>(context(), mv(b.dx, {B, F, M, D}), mv(b.dvw, {L, D}), mv(b.dvb, {L}),
+                             mv(b.dww, {1, L}), mv(b.ds, {B, F}), mv(b.dpre, {B, F, L}),
+                             TensorView<float>{}, cv(b.dz, {B, K * M, D}), cv(b.x, {B, F, M, D}),
+                             cv(b.e, {B, F, D}), cv(b.h, {B, F, L}),
+                             TensorView<const std::int32_t>(b.topk.data(), {B, K}),
+                             cv(b.gates, {B, K}), cv(b.vw, {L, D}), cv(b.ww, {1, L}), true);
+      },
+      {(2 * B * K * M * D + B * F * M * D + 2 * L * D + B * F * (D + 2 * L)) * kF,
+       2.0 * B * F * D * L});
 }
 
 // ---- residual LayerNorm (post-LN sublayer end) -----------------------------------------
@@ -399,24 +377,17 @@ void residual_layernorm_suite(std::int64_t rows, std::int64_t width, float p) {
         mv(b.rstd, {rows}), cv(b.x, {rows, width}), cv(b.branch, {rows, width}),
         cv(b.bias, {width}), cv(b.w, {width}), cv(b.b, {width}), 1e-5f, p, 5, 1);
   };
-  add("residual_layernorm/fwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    run(state, [&] { forward(b); }, {4 * rows * width * kF + 3 * width * kF + 8.0 * rows});
-  });
-  add("residual_layernorm/bwd/" + shape, [=](benchmark::State& state) {
-    Buffers b = make();
-    forward(b);
-    run(state,
-        [&] {
-          residual_layernorm_backward<float>(
-              context(), mv(b.dx, {rows, width}), mv(b.dbranch, {rows, width}), mv(b.dw, {width}),
-              mv(b.db, {width}), mv(b.dbias, {width}),
-              mv(b.scratch, {std::int64_t(b.scratch.size())}), cv(b.dout, {rows, width}),
-              cv(b.sum, {rows, width}), cv(b.w, {width}), cv(b.mean, {rows}), cv(b.rstd, {rows}), p,
-              5, 1);
-        },
-        {4 * rows * width * kF + 7 * width * kF + 8.0 * rows});
-  });
+  add_forward_backward("residual_layernorm", shape, make, forward,
+                       {4 * rows * width * kF + 3 * width * kF + 8.0 * rows},
+                       [=](Buffers& b) {
+                         residual_layernorm_backward<float>(
+                             context(), mv(b.dx, {rows, width}), mv(b.dbranch, {rows, width}),
+                             mv(b.dw, {width}), mv(b.db, {width}), mv(b.dbias, {width}),
+                             mv(b.scratch, {std::int64_t(b.scratch.size())}),
+                             cv(b.dout, {rows, width}), cv(b.sum, {rows, width}), cv(b.w, {width}),
+                             cv(b.mean, {rows}), cv(b.rstd, {rows}), p, 5, 1);
+                       },
+                       {4 * rows * width * kF + 7 * width * kF + 8.0 * rows});
 }
 
 // ---- fusion tokens ---------------------------------------------------------------------

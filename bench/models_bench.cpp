@@ -59,7 +59,8 @@ void milmer_step_suite(const std::string& preset, int batch) {
     const std::int64_t pixels = std::int64_t{batch} * cfg.frames * cfg.swin.num_channels *
                                 cfg.swin.image_size * cfg.swin.image_size;
     const std::int64_t eeg = std::int64_t{batch} * cfg.eeg_channels * cfg.eeg_samples;
-    const auto frames = random_host(pixels, 1, -2, 2), signals = random_host(eeg, 2, -2, 2);
+    const auto frames = reference::random_vector(pixels, 1, -2, 2),
+               signals = reference::random_vector(eeg, 2, -2, 2);
     std::vector<int> labels(static_cast<std::size_t>(batch));
     for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = int(i % cfg.classes);
     MILMER_CUDA_CHECK(

@@ -25,6 +25,7 @@
 #include "milmer/error.hpp"
 #include "milmer/memory.hpp"
 #include "milmer/platform.hpp"
+#include "milmer/reference/check.hpp"
 #include "milmer/tensor.hpp"
 
 namespace milmer::lab {
@@ -46,6 +47,17 @@ inline Usage& parsed_usage() {
   std::fprintf(stderr, "%s: %s\n%s", usage.program.c_str(), why.c_str(), usage.lines.c_str());
   std::exit(2);
 }
+
+// The options of every lab that draws random inputs and checks before timing; iters has no
+// common default (the host emulator takes far fewer calls than a GPU).
+struct RunOptions {
+  int iters;      // --iters: timed calls of each pass
+  int seed = 1;   // --seed: of the random inputs (and dropout masks)
+  int check = 1;  // --check: 1 checks against the fp64 reference before timing
+
+  // The one generator a lab draws all its random inputs from, in a fixed order.
+  std::mt19937_64 rng() const { return std::mt19937_64(static_cast<std::uint64_t>(seed)); }
+};
 
 // "--name value" options, each bound to a variable whose initial value is the default. Any
 // error (unknown option, missing or malformed value, value out of range) prints the program's
@@ -78,13 +90,25 @@ class CommandLine {
     return *this;
   }
 
-  // The options of every lab that draws random inputs and checks before timing: --iters,
-  // --seed and --check.
-  template <class Iters, class Seed, class Check>
-  CommandLine& run_options(Iters& iters, Seed& seed, Check& check) {
-    return option("iters", iters, "timed calls of each pass", 1, 100000000)
-        .option("seed", seed, "seed of the random inputs (and dropout masks)", 0, 100000000)
-        .option("check", check, "1: check against the fp64 reference first", 0, 1);
+  // A shape option: --name bound to an int in [lo, hi].
+  struct Size {
+    const char* name;
+    int& value;
+    const char* help;
+    int lo = 1, hi = 1000000;
+  };
+
+  // Binds each shape option of the table.
+  CommandLine& sizes(std::initializer_list<Size> table) {
+    for (const Size& s : table) option(s.name, s.value, s.help, s.lo, s.hi);
+    return *this;
+  }
+
+  // Binds --iters, --seed and --check (RunOptions).
+  CommandLine& run_options(RunOptions& run) {
+    return option("iters", run.iters, "timed calls of each pass", 1, 100000000)
+        .option("seed", run.seed, "seed of the random inputs (and dropout masks)", 0, 100000000)
+        .option("check", run.check, "1: check against the fp64 reference first", 0, 1);
   }
 
   void parse(int argc, char** argv) const {
@@ -161,6 +185,19 @@ class CommandLine {
   usage_error(parsed_usage(), why);
 }
 
+// A lab's main: parses the command line, then runs body() and returns its exit status (that of
+// Checks::exit_code). Whatever ends it early, a bad option, a launcher's milmer::Error or too
+// little memory, is a usage error (fail_on_exception): exit status 2, never an abort.
+template <class Body>
+int run(const CommandLine& command_line, int argc, char** argv, Body&& body) {
+  try {
+    command_line.parse(argc, argv);
+    return body();
+  } catch (...) {
+    fail_on_exception();
+  }
+}
+
 // A CUDA event that is destroyed with its scope (also when a timed call throws).
 class Event {
  public:
@@ -198,41 +235,23 @@ inline void report(const std::string& what, double ms, double bytes, double flop
   std::printf("  (%.4g MB moved at minimum)\n", bytes * 1e-6);
 }
 
-// Largest |got[i] - ref[i]|; a NaN anywhere makes it infinite, so no bound accepts it.
-template <class Got, class Ref>
-double max_abs_error(const std::vector<Got>& got, const std::vector<Ref>& ref) {
-  check(got.size() == ref.size(), "lab::max_abs_error", "got", str(ref.size(), " elements"),
-        str(got.size()));
-  double error = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::abs(double(got[i]) - double(ref[i]));
-    if (std::isnan(e)) return INFINITY;
-    error = std::max(error, e);
-  }
-  return error;
-}
-
-struct Tolerance {
-  double bound;
-  double plain_error = NAN;  // the baseline the bound was derived from, when there is one
+// One timed pass of a lab: its name, the call, the minimum bytes it moves and its flops (0:
+// no TFLOP/s column).
+struct Pass {
+  std::string name;
+  std::function<void()> call;
+  double bytes, flops = 0;
 };
 
-// The tests' rule (tests/support.hpp, check_close): the kernel's error against the fp64
-// reference may be at most factor x the error of a plain fp32 implementation of the same math,
-// plus 1e-6 x the reference's magnitude for outputs the plain loops get exactly right.
-template <class Ref, class Plain>
-Tolerance plain_fp32_tolerance(const std::vector<Ref>& ref, const std::vector<Plain>& plain,
-                               double factor = 4) {
-  check(plain.size() == ref.size(), "lab::plain_fp32_tolerance", "plain",
-        str(ref.size(), " elements"), str(plain.size()));
-  // std::max skips a NaN in the plain run (fp32 overflow), so it cannot loosen the bound.
-  double plain_error = 0, scale = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    plain_error = std::max(plain_error, std::abs(double(plain[i]) - double(ref[i])));
-    scale = std::max(scale, std::abs(double(ref[i])));
-  }
-  return {factor * plain_error + 1e-6 * std::max(scale, 1e-3), plain_error};
+// Times each pass over `iterations` calls on `stream` (time_ms) and prints its report line.
+inline void time_passes(std::initializer_list<Pass> passes, long iterations, cudaStream_t stream) {
+  for (const Pass& p : passes)
+    report(p.name, time_ms(p.call, iterations, stream), p.bytes, p.flops);
 }
+
+using reference::plain_fp32_tolerance;
+using reference::random_vector;
+using reference::Tolerance;
 
 struct Comparison {
   double max_error;
@@ -245,7 +264,7 @@ class Checks {
   template <class Got, class Ref>
   Comparison compare(const std::string& what, const std::vector<Got>& got,
                      const std::vector<Ref>& ref, const Tolerance& tolerance) {
-    const double error = max_abs_error(got, ref);
+    const double error = reference::max_abs_error(got, ref).error;
     const bool ok = error <= tolerance.bound;
     std::printf("  check %-13s max error %.3e", what.c_str(), error);
     if (!std::isnan(tolerance.plain_error)) std::printf("  plain fp32 %.3e", tolerance.plain_error);
@@ -254,7 +273,7 @@ class Checks {
     return {error, ok};
   }
 
-  // The tests' rule against a plain fp32 run of the reference (plain_fp32_tolerance).
+  // The rule of include/milmer/reference/check.hpp against a plain fp32 run of the reference.
   template <class Got, class Ref, class Plain>
   Comparison compare(const std::string& what, const std::vector<Got>& got,
                      const std::vector<Ref>& ref, const std::vector<Plain>& plain) {
@@ -295,14 +314,6 @@ template <class T>
 TensorView<const T> const_view(const DeviceBuffer<T>& buffer,
                                std::initializer_list<std::int64_t> dims) {
   return view(buffer.data(), dims);
-}
-
-// n values uniform in [lo, hi) drawn from rng (labs draw their inputs from one seeded rng).
-inline std::vector<float> random_vector(std::size_t n, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> distribution(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = distribution(rng);
-  return v;
 }
 
 }  // namespace milmer::lab

@@ -20,84 +20,15 @@
 #include "milmer/context.hpp"
 #include "milmer/kernels/mha_attention.hpp"
 #include "milmer/memory.hpp"
+#include "milmer/reference/mha_attention.hpp"
 
 namespace {
 
 struct Options {
   int batch = 14, lq = 64, lk = 147, dim = 768, heads = 12, packed = 0;
   double dropout = 0.2;
-  int iters = MILMER_TARGET_CUDA ? 20 : 1, seed = 1, check = 1;
+  milmer::lab::RunOptions run{MILMER_TARGET_CUDA ? 20 : 1};
 };
-
-struct Shape {
-  int batch, lq, lk, dim, heads;
-  float dropout;
-  std::uint64_t seed, offset;
-};
-
-template <class Real>
-struct Result {
-  std::vector<Real> out, lse, dq, dk, dv;
-};
-
-// Plain loops over contiguous q (B, Lq, D), k, v (B, Lk, D), dout (B, Lq, D).
-template <class Real>
-Result<Real> reference(const Shape& c, const std::vector<float>& qf, const std::vector<float>& kf,
-                       const std::vector<float>& vf, const std::vector<float>& gf) {
-  const std::vector<Real> q(qf.begin(), qf.end()), k(kf.begin(), kf.end()), v(vf.begin(), vf.end()),
-      dout(gf.begin(), gf.end());
-  const int hd = c.dim / c.heads;
-  const Real scale = Real(1) / std::sqrt(Real(hd));
-  const milmer::MhaShape shape{c.batch, c.lq, c.lk, c.heads, hd, 0, 0, 0, 0, 0, 0};
-  Result<Real> r{
-      std::vector<Real>(q.size()), std::vector<Real>(std::size_t(c.batch) * c.heads * c.lq),
-      std::vector<Real>(q.size()), std::vector<Real>(k.size()), std::vector<Real>(v.size())};
-  auto factor = [&](int b, int h, int i, int j) -> Real {
-    if (c.dropout <= 0) return 1;
-    const float u =
-        milmer::philox_uniform(c.seed, c.offset, milmer::mha_dropout_index(shape, b, h, i, j));
-    return u >= c.dropout ? Real(1) / (Real(1) - Real(c.dropout)) : Real(0);
-  };
-  auto at = [&](int b, int len, int i, int h) {
-    return (std::size_t(b) * len + i) * c.dim + std::size_t(h) * hd;
-  };
-  std::vector<Real> p(c.lk), dp(c.lk), f(c.lk);
-  for (int b = 0; b < c.batch; ++b)
-    for (int h = 0; h < c.heads; ++h)
-      for (int i = 0; i < c.lq; ++i) {
-        const Real* qi = &q[at(b, c.lq, i, h)];
-        const Real* gi = &dout[at(b, c.lq, i, h)];
-        Real mx = -INFINITY, sum = 0, delta = 0;
-        for (int j = 0; j < c.lk; ++j) {
-          Real s = 0;
-          for (int d = 0; d < hd; ++d) s += qi[d] * k[at(b, c.lk, j, h) + d];
-          p[j] = s * scale;
-          mx = std::max(mx, p[j]);
-          f[j] = factor(b, h, i, j);
-        }
-        for (int j = 0; j < c.lk; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        for (int j = 0; j < c.lk; ++j) p[j] /= sum;
-        r.lse[(std::size_t(b) * c.heads + h) * c.lq + i] = mx + std::log(sum);
-        for (int j = 0; j < c.lk; ++j) {
-          Real s = 0;
-          for (int d = 0; d < hd; ++d) {
-            r.out[at(b, c.lq, i, h) + d] += p[j] * f[j] * v[at(b, c.lk, j, h) + d];
-            s += gi[d] * v[at(b, c.lk, j, h) + d];
-          }
-          dp[j] = s * f[j];
-          delta += p[j] * dp[j];
-        }
-        for (int j = 0; j < c.lk; ++j) {
-          const Real ds = p[j] * (dp[j] - delta);
-          for (int d = 0; d < hd; ++d) {
-            r.dq[at(b, c.lq, i, h) + d] += scale * ds * k[at(b, c.lk, j, h) + d];
-            r.dk[at(b, c.lk, j, h) + d] += scale * ds * qi[d];
-            r.dv[at(b, c.lk, j, h) + d] += p[j] * f[j] * gi[d];
-          }
-        }
-      }
-  return r;
-}
 
 // Rows [r][col0, col0 + D) of a (rows, ld) matrix, as a contiguous (rows, D) vector.
 std::vector<float> columns(const std::vector<float>& m, std::size_t rows, std::size_t ld,
@@ -110,101 +41,103 @@ std::vector<float> columns(const std::vector<float>& m, std::size_t rows, std::s
 
 }  // namespace
 
-int main(int argc, char** argv) try {
+int main(int argc, char** argv) {
   Options o;
   milmer::lab::CommandLine command_line("mha_attention_lab");
-  command_line.option("batch", o.batch, "batch B", 1, 1000000)
-      .option("lq", o.lq, "query tokens Lq", 1, 1000000)
-      .option("lk", o.lk, "key / value tokens Lk", 1, 1000000)
-      .option("dim", o.dim, "model width D (heads x head_dim)", 1, 1000000)
-      .option("heads", o.heads, "attention heads", 1, 1000000)
+  command_line
+      .sizes({{"batch", o.batch, "batch B"},
+              {"lq", o.lq, "query tokens Lq"},
+              {"lk", o.lk, "key / value tokens Lk"},
+              {"dim", o.dim, "model width D (heads x head_dim)"},
+              {"heads", o.heads, "attention heads"}})
       .option("dropout", o.dropout, "drop probability P of the attention weights", 0.0, 1.0)
-      .option("packed", o.packed, "1: q, k, v in one (B, L, 3D) buffer", 0, 1)
-      .run_options(o.iters, o.seed, o.check);
-  command_line.parse(argc, argv);
-  if (o.packed != 0 && o.lq != o.lk)
-    command_line.fail("--packed 1 needs lq == lk (self-attention)");
-  const Shape c{o.batch, o.lq, o.lk, o.dim, o.heads, float(o.dropout), std::uint64_t(o.seed), 11};
-  const bool packed = o.packed != 0;
-  const std::int64_t B = c.batch, Lq = c.lq, Lk = c.lk, D = c.dim;
-  std::mt19937_64 rng(c.seed);
-  const std::size_t nq = std::size_t(B * Lq * D), nk = std::size_t(B * Lk * D);
+      .sizes({{"packed", o.packed, "1: q, k, v in one (B, L, 3D) buffer", 0, 1}})
+      .run_options(o.run);
+  return milmer::lab::run(command_line, argc, argv, [&] {
+    if (o.packed != 0 && o.lq != o.lk)
+      command_line.fail("--packed 1 needs lq == lk (self-attention)");
+    const milmer::reference::MhaAttentionSizes c{
+        o.batch, o.lq, o.lk, o.dim, o.heads, float(o.dropout), std::uint64_t(o.run.seed), 11};
+    const bool packed = o.packed != 0;
+    const std::int64_t B = c.batch, Lq = c.lq, Lk = c.lk, D = c.dim;
+    std::mt19937_64 rng(c.seed);
+    const std::size_t nq = std::size_t(B * Lq * D), nk = std::size_t(B * Lk * D);
 
-  milmer::Context ctx;
-  // q, k, v (and their gradients) live either in one packed (B, L, 3D) buffer or in three.
-  const std::int64_t ld = packed ? 3 * D : D;
-  const auto qkv_host = milmer::lab::random_vector(packed ? 3 * nq : nq + 2 * nk, rng, -2, 2);
-  const auto dout_host = milmer::lab::random_vector(nq, rng, -1, 1);
-  const auto qkv = milmer::lab::to_device(qkv_host), dout = milmer::lab::to_device(dout_host);
-  milmer::DeviceBuffer<float> out(nq), lse(std::size_t(B) * c.heads * Lq), grads(qkv_host.size());
-  auto strided = [&](auto* base, std::int64_t len) {
-    auto v = milmer::view(base, {B, len, D});
-    v.strides = {len * ld, ld, 1};
-    return v;
-  };
-  const float* x = qkv.data();
-  float* g = grads.data();
-  // Offsets of q, k, v: packed, column blocks 0, D, 2D of each row; else three tensors.
-  const std::int64_t off_k = packed ? D : std::int64_t(nq);
-  const std::int64_t off_v = packed ? 2 * D : std::int64_t(nq + nk);
-  const auto q_v = strided(x, Lq), k_v = strided(x + off_k, Lk), v_v = strided(x + off_v, Lk);
-  const auto dq_v = strided(g, Lq), dk_v = strided(g + off_k, Lk), dv_v = strided(g + off_v, Lk);
-  const auto out_v = milmer::view(out.data(), {B, Lq, D});
-  const auto lse_v = milmer::view(lse.data(), {B, std::int64_t(c.heads), Lq});
-
-  const auto forward = [&] {
-    milmer::mha_attention_forward<float>(ctx, out_v, lse_v, q_v, k_v, v_v, c.heads, c.dropout,
-                                         c.seed, c.offset);
-  };
-  const auto backward = [&] {
-    milmer::mha_attention_backward<float>(
-        ctx, dq_v, dk_v, dv_v, milmer::view(static_cast<const float*>(dout.data()), {B, Lq, D}),
-        q_v, k_v, v_v, milmer::view(static_cast<const float*>(out.data()), {B, Lq, D}),
-        milmer::view(static_cast<const float*>(lse.data()), {B, std::int64_t(c.heads), Lq}),
-        c.heads, c.dropout, c.seed, c.offset);
-  };
-  forward();
-  backward();
-  std::printf(
-      "mha_attention (%s): batch %d, Lq %d, Lk %d, dim %d, heads %d (head_dim %d), "
-      "dropout %.2f, %s\n",
-      milmer::target_name(), c.batch, c.lq, c.lk, c.dim, c.heads, c.dim / c.heads, c.dropout,
-      packed ? "packed (B, L, 3D) q|k|v" : "separate q, k, v");
-
-  milmer::lab::Checks checks;
-  if (o.check) {
-    using milmer::lab::to_host;
-    const std::size_t rows_q = std::size_t(B * Lq), rows_k = std::size_t(B * Lk);
-    auto part = [&](const std::vector<float>& m, std::int64_t off, std::size_t rows) {
-      return packed ? columns(m, rows, std::size_t(ld), std::size_t(off), std::size_t(D))
-                    : std::vector<float>(m.begin() + off, m.begin() + off + rows * D);
+    milmer::Context ctx;
+    // q, k, v (and their gradients) live either in one packed (B, L, 3D) buffer or in three.
+    const std::int64_t ld = packed ? 3 * D : D;
+    const auto qkv_host = milmer::lab::random_vector(packed ? 3 * nq : nq + 2 * nk, rng, -2, 2);
+    const auto dout_host = milmer::lab::random_vector(nq, rng, -1, 1);
+    const auto qkv = milmer::lab::to_device(qkv_host), dout = milmer::lab::to_device(dout_host);
+    milmer::DeviceBuffer<float> out(nq), lse(std::size_t(B) * c.heads * Lq), grads(qkv_host.size());
+    auto strided = [&](auto* base, std::int64_t len) {
+      auto v = milmer::view(base, {B, len, D});
+      v.strides = {len * ld, ld, 1};
+      return v;
     };
-    const auto qh = part(qkv_host, 0, rows_q), kh = part(qkv_host, off_k, rows_k),
-               vh = part(qkv_host, off_v, rows_k);
-    const auto r64 = reference<double>(c, qh, kh, vh, dout_host);
-    const auto r32 = reference<float>(c, qh, kh, vh, dout_host);
-    const auto gh = to_host(grads);
-    checks.compare("out", to_host(out), r64.out, r32.out);
-    checks.compare("lse", to_host(lse), r64.lse, r32.lse);
-    checks.compare("dq", part(gh, 0, rows_q), r64.dq, r32.dq);
-    checks.compare("dk", part(gh, off_k, rows_k), r64.dk, r32.dk);
-    checks.compare("dv", part(gh, off_v, rows_k), r64.dv, r32.dv);
-  }
+    const float* x = qkv.data();
+    float* g = grads.data();
+    // Offsets of q, k, v: packed, column blocks 0, D, 2D of each row; else three tensors.
+    const std::int64_t off_k = packed ? D : std::int64_t(nq);
+    const std::int64_t off_v = packed ? 2 * D : std::int64_t(nq + nk);
+    const auto q_v = strided(x, Lq), k_v = strided(x + off_k, Lk), v_v = strided(x + off_v, Lk);
+    const auto dq_v = strided(g, Lq), dk_v = strided(g + off_k, Lk), dv_v = strided(g + off_v, Lk);
+    const auto out_v = milmer::view(out.data(), {B, Lq, D});
+    const auto lse_v = milmer::view(lse.data(), {B, std::int64_t(c.heads), Lq});
 
-  // Minimum bytes (see the header): forward reads q, k, v and writes out and lse; backward
-  // reads q, k, v, out, dout, lse and writes dq, dk, dv.
-  const double s = sizeof(float), lse_bytes = double(B) * c.heads * Lq * 4;
-  const double forward_bytes = (2.0 * nq + 2.0 * nk) * s + lse_bytes;
-  const double backward_bytes = (4.0 * nq + 4.0 * nk) * s + lse_bytes;
-  const double qk = double(B) * c.heads * Lq * Lk * (c.dim / c.heads);
-  const double forward_flops = 4 * qk;    // S = q k^T, out = P v
-  const double backward_flops = 14 * qk;  // S and dPd in both kernels, then dq, dk, dv
-  using milmer::lab::time_ms;
-  milmer::lab::report("forward", time_ms(forward, o.iters, ctx.stream()), forward_bytes,
-                      forward_flops);
-  milmer::lab::report("backward", time_ms(backward, o.iters, ctx.stream()), backward_bytes,
-                      backward_flops);
-  return checks.exit_code();
-} catch (...) {
-  milmer::lab::fail_on_exception();
+    const auto forward = [&] {
+      milmer::mha_attention_forward<float>(ctx, out_v, lse_v, q_v, k_v, v_v, c.heads, c.dropout,
+                                           c.seed, c.offset);
+    };
+    const auto backward = [&] {
+      milmer::mha_attention_backward<float>(
+          ctx, dq_v, dk_v, dv_v, milmer::view(static_cast<const float*>(dout.data()), {B, Lq, D}),
+          q_v, k_v, v_v, milmer::view(static_cast<const float*>(out.data()), {B, Lq, D}),
+          milmer::view(static_cast<const float*>(lse.data()), {B, std::int64_t(c.heads), Lq}),
+          c.heads, c.dropout, c.seed, c.offset);
+    };
+    forward();
+    backward();
+    std::printf(
+        "mha_attention (%s): batch %d, Lq %d, Lk %d, dim %d, heads %d (head_dim %d), "
+        "dropout %.2f, %s\n",
+        milmer::target_name(), c.batch, c.lq, c.lk, c.dim, c.heads, c.dim / c.heads, c.dropout,
+        packed ? "packed (B, L, 3D) q|k|v" : "separate q, k, v");
+
+    milmer::lab::Checks checks;
+    if (o.run.check) {
+      using milmer::lab::to_host;
+      const std::size_t rows_q = std::size_t(B * Lq), rows_k = std::size_t(B * Lk);
+      auto part = [&](const std::vector<float>& m, std::int64_t off, std::size_t rows) {
+        return packed ? columns(m, rows, std::size_t(ld), std::size_t(off), std::size_t(D))
+                      : std::vector<float>(m.begin() + off, m.begin() + off + rows * D);
+      };
+      const auto qh = part(qkv_host, 0, rows_q), kh = part(qkv_host, off_k, rows_k),
+                 vh = part(qkv_host, off_v, rows_k);
+      using milmer::reference::as;
+      using milmer::reference::mha_attention;
+      const auto r64 =
+          mha_attention(c, as<double>(qh), as<double>(kh), as<double>(vh), as<double>(dout_host));
+      const auto r32 = mha_attention(c, qh, kh, vh, dout_host);
+      const auto gh = to_host(grads);
+      checks.compare("out", to_host(out), r64.out, r32.out);
+      checks.compare("lse", to_host(lse), r64.lse, r32.lse);
+      checks.compare("dq", part(gh, 0, rows_q), r64.dq, r32.dq);
+      checks.compare("dk", part(gh, off_k, rows_k), r64.dk, r32.dk);
+      checks.compare("dv", part(gh, off_v, rows_k), r64.dv, r32.dv);
+    }
+
+    // Minimum bytes (see the header): forward reads q, k, v and writes out and lse; backward
+    // reads q, k, v, out, dout, lse and writes dq, dk, dv.
+    const double s = sizeof(float), lse_bytes = double(B) * c.heads * Lq * 4;
+    const double forward_bytes = (2.0 * nq + 2.0 * nk) * s + lse_bytes;
+    const double backward_bytes = (4.0 * nq + 4.0 * nk) * s + lse_bytes;
+    const double qk = double(B) * c.heads * Lq * Lk * (c.dim / c.heads);
+    const double forward_flops = 4 * qk;    // S = q k^T, out = P v
+    const double backward_flops = 14 * qk;  // S and dPd in both kernels, then dq, dk, dv
+    milmer::lab::time_passes({{"forward", forward, forward_bytes, forward_flops},
+                              {"backward", backward, backward_bytes, backward_flops}},
+                             o.run.iters, ctx.stream());
+    return checks.exit_code();
+  });
 }

@@ -1,5 +1,6 @@
 // Test helpers shared by the suites: device vectors, the error-message catcher, running a
-// kernel under every emulator thread order, and the tolerance rule of docs/architecture.md.
+// kernel under every emulator thread order, and the tolerance rule as doctest checks. The
+// float64 references, random inputs and the rule itself are include/milmer/reference/.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -14,8 +15,13 @@
 
 #include "milmer/io/safetensors.hpp"
 #include "milmer/platform.hpp"
+#include "milmer/reference/check.hpp"
 
 namespace milmer::test {
+
+using reference::as;
+using reference::central_differences;
+using reference::random_vector;
 
 // A device allocation filled from / read back into a std::vector.
 template <class T>
@@ -58,19 +64,14 @@ inline std::string error_message(const std::function<void()>& fn) {
   return {};
 }
 
-inline std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f,
-                                        float hi = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 // Runs fn (which launches kernels and returns their outputs) under seq, rev and random
 // orders and checks the outputs are bit-identical; returns the seq outputs.
+// On the cuda target (no thread orders to choose) it runs fn once.
 template <class Fn>
 auto under_every_schedule(Fn fn) {
+#if MILMER_TARGET_CUDA
+  return fn();
+#else
   using milmer::emu::Schedule;
   milmer::emu::set_schedule(Schedule::seq, 0);
   auto first = fn();
@@ -82,34 +83,57 @@ auto under_every_schedule(Fn fn) {
   }
   milmer::emu::set_schedule(Schedule::seq, 0);
   return first;
+#endif
 }
 
-// The tolerance rule (docs/architecture.md, "Tests"): the kernel's error against the fp64
-// reference is at most `factor` times the error of a plain fp32 implementation of the same
-// math, plus a tiny absolute term: 1e-6 x the magnitude of the quantity, which is max|ref|
-// unless the caller knows a better scale (abs_scale > 0: e.g. a gradient that is zero in
-// exact arithmetic, where both implementations return rounding noise of the summed terms).
+// The name of the kernel launched last. The emulator records every launch; the cuda target
+// keeps no record, so there the name is empty and ran_kernel() holds: which path a launcher
+// picks is checked on the host target.
+inline std::string last_kernel() {
+#if MILMER_TARGET_CUDA
+  return {};
+#else
+  return milmer::emu::last_launch().kernel;
+#endif
+}
+
+inline bool ran_kernel(const std::string& recorded, const std::string& part) {
+  return MILMER_TARGET_CUDA || recorded.find(part) != std::string::npos;
+}
+
+// Two recorded kernel names differ (always true on the cuda target, which records none).
+inline bool different_kernels(const std::string& a, const std::string& b) {
+  return MILMER_TARGET_CUDA || a != b;
+}
+
+// The tolerance rule (include/milmer/reference/check.hpp, docs/architecture.md "Tests"): the
+// kernel's error against the fp64 reference is at most `factor` times the error of a plain fp32
+// implementation of the same math, plus 1e-6 x the magnitude of the quantity (max|ref|, or
+// abs_scale when that is larger).
 inline void check_close(const std::vector<float>& got, const std::vector<double>& ref64,
                         const std::vector<float>& plain32, const std::string& what,
                         double factor = 4.0, double abs_scale = 0.0) {
   REQUIRE(got.size() == ref64.size());
   REQUIRE(plain32.size() == ref64.size());
-  double err = 0, plain_err = 0, scale = 0;
-  std::size_t worst = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::abs(double(got[i]) - ref64[i]);
-    if (!(e <= err)) {  // also catches NaN
-      err = std::isnan(e) ? INFINITY : e;
-      worst = i;
-    }
-    plain_err = std::max(plain_err, std::abs(double(plain32[i]) - ref64[i]));
-    scale = std::max(scale, std::abs(ref64[i]));
-  }
-  if (abs_scale > 0.0) scale = std::max(scale, abs_scale);
-  const double bound = factor * plain_err + 1e-6 * std::max(scale, 1e-3);
+  const auto [err, worst] = reference::max_abs_error(got, ref64);
+  const auto [bound, plain_err] =
+      reference::plain_fp32_tolerance(ref64, plain32, factor, abs_scale);
   INFO(what, ": max error ", err, " at ", worst, " (got ", got.empty() ? 0.0 : got[worst], ", ref ",
        ref64.empty() ? 0.0 : ref64[worst], "), plain fp32 error ", plain_err, ", bound ", bound);
   CHECK(err <= bound);
+}
+
+// Checks grad, the gradient of loss() with respect to x, element by element against central
+// differences with step h: |difference - grad[i]| < bound.
+template <class Loss>
+void check_central_differences(std::vector<double>& x, Loss&& loss, const std::vector<double>& grad,
+                               double h, double bound, const std::string& what) {
+  const auto fd = central_differences(x, loss, h);
+  REQUIRE(grad.size() == fd.size());
+  for (std::size_t i = 0; i < fd.size(); ++i) {
+    INFO(what, "[", i, "]");
+    CHECK(std::abs(fd[i] - grad[i]) < bound);
+  }
 }
 
 // The absolute-term scale for a golden fixture's gradient `grad.<name>`: for a bias

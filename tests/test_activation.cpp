@@ -9,43 +9,26 @@
 #include <vector>
 
 #include "milmer/kernels/activation.hpp"
+#include "milmer/reference/activation.hpp"
 #include "support.hpp"
 
 namespace {
 
+namespace refs = milmer::reference;
 using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
 
-enum class Act { gelu, relu };
-
-template <class S>
-S act_forward(Act a, S x) {
-  if (a == Act::relu) return x > S(0) ? x : S(0);
-  return S(0.5) * x * (S(1) + std::erf(x / std::sqrt(S(2))));
-}
-
-template <class S>
-S act_backward(Act a, S x, S dy) {
-  if (a == Act::relu) return x > S(0) ? dy : S(0);
-  const S pi = S(3.14159265358979323846);
-  const S cdf = S(0.5) * (S(1) + std::erf(x / std::sqrt(S(2))));
-  const S pdf = std::exp(-x * x / S(2)) / std::sqrt(S(2) * pi);
-  return dy * (cdf + x * pdf);
-}
+using Act = refs::Activation;
 
 template <class S>
 std::vector<S> forward_ref(Act a, const std::vector<float>& x) {
-  std::vector<S> y(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) y[i] = act_forward<S>(a, S(x[i]));
-  return y;
+  return refs::activation_forward(a, refs::as<S>(x));
 }
 
 template <class S>
 std::vector<S> backward_ref(Act a, const std::vector<float>& x, const std::vector<float>& dy) {
-  std::vector<S> dx(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) dx[i] = act_backward<S>(a, S(x[i]), S(dy[i]));
-  return dx;
+  return refs::activation_backward(a, refs::as<S>(x), refs::as<S>(dy));
 }
 
 // Runs forward and backward on n elements starting `shift` elements into the buffers (a
@@ -72,12 +55,12 @@ Run run(Act a, const std::vector<float>& x, const std::vector<float>& dy, int sh
     milmer::gelu_forward(ctx, out, inp);
   else
     milmer::relu_forward(ctx, out, inp);
-  r.forward_kernel = milmer::emu::last_launch().kernel;
+  r.forward_kernel = milmer::test::last_kernel();
   if (a == Act::gelu)
     milmer::gelu_backward(ctx, dinp, dout, inp);
   else
     milmer::relu_backward(ctx, dinp, dout, inp);
-  r.backward_kernel = milmer::emu::last_launch().kernel;
+  r.backward_kernel = milmer::test::last_kernel();
   const auto o = d_out.to_host(), g = d_dinp.to_host();
   r.out.assign(o.begin() + shift, o.end());
   r.dinp.assign(g.begin() + shift, g.end());
@@ -93,9 +76,9 @@ void check_activation(Act a, std::size_t n, int shift, bool expect_packed, std::
   const Run r = milmer::test::under_every_schedule([&] { return run(a, x, dy, shift); });
   const std::string path =
       expect_packed ? "activation_forward_packed" : "activation_forward_scalar";
-  CHECK(r.forward_kernel.find(path) != std::string::npos);
-  CHECK(r.backward_kernel.find(expect_packed ? "activation_backward_packed"
-                                             : "activation_backward_scalar") != std::string::npos);
+  CHECK(milmer::test::ran_kernel(r.forward_kernel, path));
+  CHECK(milmer::test::ran_kernel(r.backward_kernel, expect_packed ? "activation_backward_packed"
+                                                                  : "activation_backward_scalar"));
   check_close(r.out, forward_ref<double>(a, x), forward_ref<float>(a, x), "out");
   check_close(r.dinp, backward_ref<double>(a, x, dy), backward_ref<float>(a, x, dy), "dinp");
 }
@@ -119,7 +102,7 @@ TEST_SUITE("activation") {
     const auto x = random_vector(1024, 7, -5.0f, 5.0f), dy = random_vector(1024, 8);
     for (Act a : {Act::gelu, Act::relu}) {
       const Run packed = run(a, x, dy, 0), scalar = run(a, x, dy, 1);
-      CHECK(packed.forward_kernel != scalar.forward_kernel);
+      CHECK(milmer::test::different_kernels(packed.forward_kernel, scalar.forward_kernel));
       CHECK(packed.out == scalar.out);
       CHECK(packed.dinp == scalar.dinp);
     }
@@ -145,10 +128,9 @@ TEST_SUITE("activation") {
       std::vector<double> fd(x.size());
       const double h = 1e-5;
       for (std::size_t i = 0; i < x.size(); ++i)
-        fd[i] =
-            dy[i] *
-            (act_forward<double>(a, double(x[i]) + h) - act_forward<double>(a, double(x[i]) - h)) /
-            (2 * h);
+        fd[i] = dy[i] *
+                (refs::activation(a, double(x[i]) + h) - refs::activation(a, double(x[i]) - h)) /
+                (2 * h);
       check_close(r.dinp, fd, backward_ref<float>(a, x, dy), "dinp vs finite differences");
     }
   }

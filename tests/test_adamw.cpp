@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "milmer/kernels/adamw.hpp"
+#include "milmer/reference/adamw.hpp"
 #include "support.hpp"
 
 namespace {
@@ -42,22 +43,6 @@ void torch_order_step(State& s, const std::vector<float>& g, int t, const AdamWC
     volatile float scaled = std::sqrt(s.v[i]) * inv_bc2_sqrt;  // sqrt() / bc2_sqrt
     const float denom = scaled + eps;                          // .add_(eps)
     s.p[i] = std::fma(neg_step, s.m[i] / denom, s.p[i]);       // param.addcdiv_
-  }
-}
-
-// The textbook formulas, in any precision S.
-template <class S>
-void textbook_step(std::vector<S>& p, std::vector<S>& m, std::vector<S>& v,
-                   const std::vector<float>& g, int t, const AdamWConfig& c) {
-  const S lr = S(c.lr), b1 = S(c.beta1), b2 = S(c.beta2), eps = S(c.eps), wd = S(c.weight_decay);
-  for (size_t i = 0; i < g.size(); ++i) {
-    const S gi = S(g[i]);
-    p[i] -= lr * wd * p[i];
-    m[i] = b1 * m[i] + (S(1) - b1) * gi;
-    v[i] = b2 * v[i] + (S(1) - b2) * gi * gi;
-    const S mhat = m[i] / (S(1) - std::pow(b1, S(t)));
-    const S vhat = v[i] / (S(1) - std::pow(b2, S(t)));
-    p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
   }
 }
 
@@ -128,8 +113,9 @@ TEST_SUITE("adamw") {
             v64(init.v.begin(), init.v.end());
         std::vector<float> p32 = init.p, m32 = init.m, v32 = init.v;
         for (size_t t = 0; t < grads.size(); ++t) {
-          textbook_step<double>(p64, m64, v64, grads[t], int(t) + 1, c);
-          textbook_step<float>(p32, m32, v32, grads[t], int(t) + 1, c);
+          milmer::reference::adamw_step(p64, m64, v64, milmer::test::as<double>(grads[t]),
+                                        int(t) + 1, c);
+          milmer::reference::adamw_step(p32, m32, v32, grads[t], int(t) + 1, c);
         }
         check_close(got.p, p64, p32, "params");
         check_close(got.m, m64, m32, "m");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "milmer/kernels/amil.hpp"
+#include "milmer/reference/amil.hpp"
 #include "support.hpp"
 
 namespace amiltest {
@@ -24,144 +25,13 @@ __global__ void block_topk_kernel(int* top, const float* values, int n, int k) {
 
 namespace {
 
+namespace refs = milmer::reference;
+using Case = refs::AmilSizes;
+template <class Real>
+using Params = refs::AmilParams<Real>;
 using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
-
-struct Case {
-  int batch, frames, tokens, dim, hidden, k;
-};
-
-template <class Real>
-struct Params {
-  std::vector<Real> v, bv, w, bw;
-};
-
-template <class Real>
-struct Forward {
-  std::vector<Real> e, h, s, a, gates, z;
-  std::vector<int> topk;
-};
-
-template <class Real>
-struct Backward {
-  std::vector<Real> dx, dv, dbv, dw, dbw, ds;
-};
-
-template <class Real>
-std::vector<Real> cast(const std::vector<float>& v) {
-  return std::vector<Real>(v.begin(), v.end());
-}
-
-template <class Real>
-Forward<Real> forward(const Case& c, const std::vector<Real>& x, const Params<Real>& p) {
-  const int F = c.frames, M = c.tokens, D = c.dim, L = c.hidden, K = c.k;
-  Forward<Real> r;
-  r.e.assign(std::size_t(c.batch) * F * D, 0);
-  r.h.assign(std::size_t(c.batch) * F * L, 0);
-  r.s.assign(std::size_t(c.batch) * F, 0);
-  r.a.assign(r.s.size(), 0);
-  r.gates.assign(std::size_t(c.batch) * K, 0);
-  r.topk.assign(r.gates.size(), 0);
-  r.z.assign(std::size_t(c.batch) * K * M * D, 0);
-  for (int b = 0; b < c.batch; ++b) {
-    for (int f = 0; f < F; ++f) {
-      const std::size_t bf = std::size_t(b) * F + f;
-      for (int d = 0; d < D; ++d) {
-        Real sum = 0;
-        for (int m = 0; m < M; ++m) sum += x[(bf * M + m) * D + d];
-        r.e[bf * D + d] = sum / Real(M);
-      }
-      Real s = p.bw[0];
-      for (int l = 0; l < L; ++l) {
-        Real pre = p.bv[l];
-        for (int d = 0; d < D; ++d) pre += p.v[std::size_t(l) * D + d] * r.e[bf * D + d];
-        r.h[bf * L + l] = std::tanh(pre);
-        s += p.w[l] * r.h[bf * L + l];
-      }
-      r.s[bf] = s;
-    }
-    Real mx = -INFINITY, sum = 0;
-    for (int f = 0; f < F; ++f) mx = std::max(mx, r.s[std::size_t(b) * F + f]);
-    for (int f = 0; f < F; ++f) sum += std::exp(r.s[std::size_t(b) * F + f] - mx);
-    for (int f = 0; f < F; ++f)
-      r.a[std::size_t(b) * F + f] = std::exp(r.s[std::size_t(b) * F + f] - mx) / sum;
-    std::vector<int> order(F);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int i, int j) {
-      return r.a[std::size_t(b) * F + i] > r.a[std::size_t(b) * F + j];
-    });
-    Real mean = 0;
-    for (int j = 0; j < K; ++j) mean += r.a[std::size_t(b) * F + order[j]];
-    mean /= Real(K);
-    for (int j = 0; j < K; ++j) {
-      r.topk[std::size_t(b) * K + j] = order[j];
-      const Real g = r.a[std::size_t(b) * F + order[j]] / mean;
-      r.gates[std::size_t(b) * K + j] = g;
-      for (std::size_t i = 0; i < std::size_t(M) * D; ++i)
-        r.z[(std::size_t(b) * K + j) * M * D + i] =
-            g * x[(std::size_t(b) * F + order[j]) * M * D + i];
-    }
-  }
-  return r;
-}
-
-template <class Real>
-Backward<Real> backward(const Case& c, const std::vector<Real>& x, const Params<Real>& p,
-                        const Forward<Real>& fw, const std::vector<Real>& dz, bool detach) {
-  const int F = c.frames, M = c.tokens, D = c.dim, L = c.hidden, K = c.k;
-  const std::size_t MD = std::size_t(M) * D;
-  Backward<Real> r;
-  r.dx.assign(x.size(), 0);
-  r.dv.assign(p.v.size(), 0);
-  r.dbv.assign(p.bv.size(), 0);
-  r.dw.assign(p.w.size(), 0);
-  r.dbw.assign(1, 0);
-  r.ds.assign(fw.s.size(), 0);
-  for (int b = 0; b < c.batch; ++b) {
-    std::vector<Real> da(F, 0), dg(K, 0);
-    Real sum_sel = 0;
-    for (int j = 0; j < K; ++j) sum_sel += fw.a[std::size_t(b) * F + fw.topk[b * K + j]];
-    for (int j = 0; j < K; ++j) {
-      const int f = fw.topk[b * K + j];
-      for (std::size_t i = 0; i < MD; ++i) {
-        const Real g = dz[(std::size_t(b) * K + j) * MD + i];
-        r.dx[(std::size_t(b) * F + f) * MD + i] = fw.gates[b * K + j] * g;
-        dg[j] += g * x[(std::size_t(b) * F + f) * MD + i];
-      }
-    }
-    // g_j = K a_{T_j} / S: dg_j/da_{T_i} = K / S [i == j] - K a_{T_j} / S^2.
-    for (int i = 0; i < K; ++i)
-      for (int j = 0; j < K; ++j)
-        da[fw.topk[b * K + i]] +=
-            dg[j] * (Real(K) / sum_sel * (i == j) -
-                     Real(K) * fw.a[std::size_t(b) * F + fw.topk[b * K + j]] / (sum_sel * sum_sel));
-    Real dot = 0;
-    for (int f = 0; f < F; ++f) dot += fw.a[std::size_t(b) * F + f] * da[f];
-    for (int f = 0; f < F; ++f)
-      r.ds[std::size_t(b) * F + f] = fw.a[std::size_t(b) * F + f] * (da[f] - dot);
-    for (int f = 0; f < F; ++f) {
-      const std::size_t bf = std::size_t(b) * F + f;
-      const Real ds = r.ds[bf];
-      r.dbw[0] += ds;
-      std::vector<Real> de(D, 0);
-      for (int l = 0; l < L; ++l) {
-        const Real h = fw.h[bf * L + l];
-        r.dw[l] += ds * h;
-        const Real dpre = ds * p.w[l] * (1 - h * h);
-        r.dbv[l] += dpre;
-        for (int d = 0; d < D; ++d) {
-          r.dv[std::size_t(l) * D + d] += dpre * fw.e[bf * D + d];
-          de[d] += dpre * p.v[std::size_t(l) * D + d];
-        }
-      }
-      if (!detach)
-        for (int m = 0; m < M; ++m)
-          for (int d = 0; d < D; ++d) r.dx[(bf * M + m) * D + d] += de[d] / Real(M);
-    }
-  }
-  return r;
-}
 
 struct Inputs {
   std::vector<float> x, dz;
@@ -230,14 +100,14 @@ void check_case(const Case& c, bool detach) {
        detach ? " detached" : " attached");
   const Inputs in = make_inputs(c, 40 + c.frames * 3 + c.dim);
   const auto got = milmer::test::under_every_schedule([&] { return run_kernels(c, in, detach); });
-  const Params<double> p64{cast<double>(in.p.v), cast<double>(in.p.bv), cast<double>(in.p.w),
-                           cast<double>(in.p.bw)};
-  const auto x64 = cast<double>(in.x);
-  const auto f64 = forward(c, x64, p64);
-  const auto f32 = forward(c, in.x, in.p);
+  const Params<double> p64{refs::as<double>(in.p.v), refs::as<double>(in.p.bv),
+                           refs::as<double>(in.p.w), refs::as<double>(in.p.bw)};
+  const auto x64 = refs::as<double>(in.x);
+  const auto f64 = refs::amil_forward(c, x64, p64);
+  const auto f32 = refs::amil_forward(c, in.x, in.p);
   REQUIRE(f64.topk == f32.topk);  // the data keep away from ties
-  const auto b64 = backward(c, x64, p64, f64, cast<double>(in.dz), detach);
-  const auto b32 = backward(c, in.x, in.p, f32, in.dz, detach);
+  const auto b64 = refs::amil_backward(c, x64, p64, f64, refs::as<double>(in.dz), detach);
+  const auto b32 = refs::amil_backward(c, in.x, in.p, f32, in.dz, detach);
   CHECK(got[3] == std::vector<float>(f64.topk.begin(), f64.topk.end()));
   check_close(got[8], f64.e, f32.e, "e");
   check_close(got[9], f64.s, f32.s, "s");
@@ -334,33 +204,24 @@ TEST_SUITE("amil") {
   TEST_CASE("the reference backward matches central finite differences") {
     const Case c{2, 4, 2, 3, 5, 2};
     const Inputs in = make_inputs(c, 3);
-    auto x = cast<double>(in.x);
-    Params<double> p{cast<double>(in.p.v), cast<double>(in.p.bv), cast<double>(in.p.w),
-                     cast<double>(in.p.bw)};
-    const auto dz = cast<double>(in.dz);
-    const auto fw = forward(c, x, p);
+    auto x = refs::as<double>(in.x);
+    Params<double> p{refs::as<double>(in.p.v), refs::as<double>(in.p.bv), refs::as<double>(in.p.w),
+                     refs::as<double>(in.p.bw)};
+    const auto dz = refs::as<double>(in.dz);
+    const auto fw = refs::amil_forward(c, x, p);
     for (bool detach : {false, true}) {
-      const auto r = backward(c, x, p, fw, dz, detach);
+      const auto r = refs::amil_backward(c, x, p, fw, dz, detach);
       auto loss = [&] {
-        const auto f = forward(c, x, p);
+        const auto f = refs::amil_forward(c, x, p);
         REQUIRE(f.topk == fw.topk);
         double s = 0;
         for (std::size_t i = 0; i < f.z.size(); ++i) s += f.z[i] * dz[i];
         return s;
       };
-      const double h = 1e-6;
+      INFO((detach ? "detached" : "attached"));
       auto check_grad = [&](std::vector<double>& t, const std::vector<double>& grad,
                             const char* name) {
-        for (std::size_t i = 0; i < t.size(); ++i) {
-          const double keep = t[i];
-          t[i] = keep + h;
-          const double up = loss();
-          t[i] = keep - h;
-          const double down = loss();
-          t[i] = keep;
-          INFO(name, "[", i, "]", detach ? " detached" : "");
-          CHECK(std::abs((up - down) / (2 * h) - grad[i]) < 1e-7);
-        }
+        milmer::test::check_central_differences(t, loss, grad, 1e-6, 1e-7, name);
       };
       check_grad(p.v, r.dv, "dV");
       check_grad(p.bv, r.dbv, "db_V");

@@ -14,6 +14,7 @@
 #include "milmer/config.hpp"
 #include "milmer/io/json.hpp"
 #include "milmer/io/safetensors.hpp"
+#include "support.hpp"
 
 #ifndef MILMER_SOURCE_DIR
 #define MILMER_SOURCE_DIR "."
@@ -28,15 +29,7 @@ namespace {
 
 const fs::path kGoldenDir = fs::path(MILMER_SOURCE_DIR) / "tests" / "golden";
 
-std::string cfg_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const milmer::Error& e) {
-    return e.what();
-  }
-  FAIL("expected a milmer::Error");
-  return {};
-}
+using milmer::test::error_message;
 
 std::vector<ParamSpec> specs_from_json(const milmer::io::json& list) {
   std::vector<ParamSpec> out;
@@ -57,6 +50,20 @@ void check_same_specs(const std::vector<ParamSpec>& got, const std::vector<Param
 
 milmer::io::json tiny_json() {
   return milmer::io::json::parse(MilmerConfig::tiny().to_json().dump());
+}
+
+// The message MilmerConfig::from_json gives for tiny_json() after `edit`.
+std::string milmer_error(const std::function<void(milmer::io::json&)>& edit) {
+  auto j = tiny_json();
+  edit(j);
+  return error_message([&] { (void)MilmerConfig::from_json(j); });
+}
+
+// The message SwinConfig::from_json gives for tiny_json()'s "swin" part after `edit`.
+std::string swin_error(const std::function<void(milmer::io::json&)>& edit) {
+  auto j = tiny_json()["swin"];
+  edit(j);
+  return error_message([&] { (void)SwinConfig::from_json(j); });
 }
 
 }  // namespace
@@ -148,10 +155,8 @@ TEST_CASE("config: parameter specs equal the names and shapes of the PyTorch ref
 }
 
 TEST_CASE("config: fixture parameter files hold exactly the specified tensors") {
-  for (const char* name : {"milmer_tiny", "milmer_alt"}) {
-    CAPTURE(name);
-    const auto c = MilmerConfig::load(kGoldenDir / name / "config.json");
-    const auto specs = milmer::parameter_specs(c);
+  // load_tensors refuses a missing, extra or misshapen tensor (skip: names it may ignore).
+  const auto load = [](const auto& specs, const fs::path& file, auto... skip) {
     std::vector<float> arena(milmer::parameter_count(specs));
     std::vector<milmer::io::TensorSlot> slots;
     std::size_t off = 0;
@@ -159,21 +164,18 @@ TEST_CASE("config: fixture parameter files hold exactly the specified tensors") 
       slots.push_back(milmer::io::slot(p.name, p.shape, arena.data() + off));
       off += p.numel();
     }
-    milmer::io::load_tensors(kGoldenDir / name / "params.safetensors", slots);
+    milmer::io::load_tensors(file, slots, skip...);
+  };
+  for (const char* name : {"milmer_tiny", "milmer_alt"}) {
+    CAPTURE(name);
+    const auto c = MilmerConfig::load(kGoldenDir / name / "config.json");
+    load(milmer::parameter_specs(c), kGoldenDir / name / "params.safetensors");
   }
   for (const char* name : {"swin_tiny", "swin_pad", "swin_odd_window"}) {
     CAPTURE(name);
     const auto c = SwinConfig::load(kGoldenDir / name / "config.json");
-    const auto specs = milmer::swin_parameter_specs(c);
-    std::vector<float> arena(milmer::parameter_count(specs));
-    std::vector<milmer::io::TensorSlot> slots;
-    std::size_t off = 0;
-    for (const auto& p : specs) {
-      slots.push_back(milmer::io::slot(p.name, p.shape, arena.data() + off));
-      off += p.numel();
-    }
-    milmer::io::load_tensors(kGoldenDir / name / "params.safetensors", slots,
-                             milmer::is_swin_buffer_name);
+    load(milmer::swin_parameter_specs(c), kGoldenDir / name / "params.safetensors",
+         milmer::is_swin_buffer_name);
   }
 }
 
@@ -201,60 +203,36 @@ TEST_CASE("config: a transformers config.json with extra keys, list sizes and de
 }
 
 TEST_CASE("config: invalid configs are refused with the key named") {
+  using milmer::io::json;
+  const auto npos = std::string::npos;
   SUBCASE("heads must divide the width") {
-    auto j = tiny_json();
-    j["swin"]["num_heads"] = {3, 2};
-    const auto m = cfg_error([&] { (void)MilmerConfig::from_json(j); });
-    CHECK(m.find("num_heads[0]") != std::string::npos);
-    CHECK(m.find("divisor of the stage width 16") != std::string::npos);
+    const auto m = milmer_error([](json& j) { j["swin"]["num_heads"] = {3, 2}; });
+    CHECK(m.find("num_heads[0]") != npos);
+    CHECK(m.find("divisor of the stage width 16") != npos);
   }
   SUBCASE("top_k at most frames") {
-    auto j = tiny_json();
-    j["top_k"] = 5;
-    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'top_k'") !=
-          std::string::npos);
+    CHECK(milmer_error([](json& j) { j["top_k"] = 5; }).find("'top_k'") != npos);
   }
   SUBCASE("fusion and cross-attention heads divide the model width") {
-    auto j = tiny_json();
-    j["fusion_heads"] = 3;
-    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'fusion_heads'") !=
-          std::string::npos);
-    j = tiny_json();
-    j["ca_heads"] = 5;
-    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'ca_heads'") !=
-          std::string::npos);
+    CHECK(milmer_error([](json& j) { j["fusion_heads"] = 3; }).find("'fusion_heads'") != npos);
+    CHECK(milmer_error([](json& j) { j["ca_heads"] = 5; }).find("'ca_heads'") != npos);
   }
   SUBCASE("unknown, missing and mistyped keys") {
-    auto j = tiny_json();
-    j["top-k"] = 2;
-    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'top-k'") !=
-          std::string::npos);
-    j = tiny_json();
-    j.erase("classes");
-    const auto m = cfg_error([&] { (void)MilmerConfig::from_json(j); });
-    CHECK(m.find("'classes'") != std::string::npos);
-    CHECK(m.find("missing") != std::string::npos);
-    j = tiny_json();
-    j["frames"] = "4";
-    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("an integer") !=
-          std::string::npos);
-    j = tiny_json();
-    j["swin"]["depths"] = {2, 2, 2};
-    CHECK(cfg_error([&] { (void)MilmerConfig::from_json(j); }).find("'num_heads'") !=
-          std::string::npos);
+    CHECK(milmer_error([](json& j) { j["top-k"] = 2; }).find("'top-k'") != npos);
+    const auto m = milmer_error([](json& j) { j.erase("classes"); });
+    CHECK(m.find("'classes'") != npos);
+    CHECK(m.find("missing") != npos);
+    CHECK(milmer_error([](json& j) { j["frames"] = "4"; }).find("an integer") != npos);
+    CHECK(milmer_error([](json& j) {
+            j["swin"]["depths"] = {2, 2, 2};
+          }).find("'num_heads'") != npos);
   }
   SUBCASE("Swin settings the model does not implement") {
-    auto j = tiny_json()["swin"];
-    j["use_absolute_embeddings"] = true;
-    CHECK(cfg_error([&] { (void)SwinConfig::from_json(j); }).find("use_absolute_embeddings") !=
-          std::string::npos);
-    j = tiny_json()["swin"];
-    j["model_type"] = "swinv2";
-    CHECK(cfg_error([&] { (void)SwinConfig::from_json(j); }).find("'model_type'") !=
-          std::string::npos);
-    j = tiny_json()["swin"];
-    j["image_size"] = {32, 48};
-    CHECK(cfg_error([&] { (void)SwinConfig::from_json(j); }).find("square") != std::string::npos);
+    CHECK(swin_error([](json& j) {
+            j["use_absolute_embeddings"] = true;
+          }).find("use_absolute_embeddings") != npos);
+    CHECK(swin_error([](json& j) { j["model_type"] = "swinv2"; }).find("'model_type'") != npos);
+    CHECK(swin_error([](json& j) { j["image_size"] = {32, 48}; }).find("square") != npos);
   }
   SUBCASE("a stage map smaller than the window") {
     auto c = SwinConfig{};
@@ -264,7 +242,7 @@ TEST_CASE("config: invalid configs are refused with the key named") {
     c.embed_dim = 8;
     c.depths = {2, 2};
     c.num_heads = {1, 1};
-    const auto m = cfg_error([&] { c.validate(); });
+    const auto m = error_message([&] { c.validate(); });
     CHECK(m.find("'window_size'") != std::string::npos);
     CHECK(m.find("stage 1 resolution 3") != std::string::npos);
   }
@@ -272,7 +250,7 @@ TEST_CASE("config: invalid configs are refused with the key named") {
     const fs::path p =
         fs::temp_directory_path() / milmer::str("milmer_test_bad_", ::getpid(), ".json");
     milmer::io::write_text_file(p, "{\"frames\": ");
-    const auto m = cfg_error([&] { (void)MilmerConfig::load(p); });
+    const auto m = error_message([&] { (void)MilmerConfig::load(p); });
     CHECK(m.find(p.string()) != std::string::npos);
     fs::remove(p);
   }
@@ -280,7 +258,7 @@ TEST_CASE("config: invalid configs are refused with the key named") {
 
 TEST_CASE("config: every size is bounded, and so are the products they imply") {
   auto refused = [](const milmer::io::json& j, const std::string& what) {
-    const auto m = cfg_error([&] { (void)MilmerConfig::from_json(j, "checkpoint c: config"); });
+    const auto m = error_message([&] { (void)MilmerConfig::from_json(j, "checkpoint c: config"); });
     CHECK_MESSAGE(m.find("checkpoint c: config") != std::string::npos, m);
     CHECK_MESSAGE(m.find(what) != std::string::npos, m);
   };
@@ -358,7 +336,7 @@ TEST_CASE("config: a checkpoint's config must agree with the tensors it holds") 
   // The file holds `holds`' tensors; its metadata (what a reader would build) says `says`.
   auto refused = [&](const MilmerConfig& holds, const MilmerConfig& says) {
     write_checkpoint(p, holds, says);
-    const auto m = cfg_error([&] { milmer::check_checkpoint_tensors(says, p); });
+    const auto m = error_message([&] { milmer::check_checkpoint_tensors(says, p); });
     CHECK_MESSAGE(m.find("checkpoint " + p.string() + ": argument 'tensors'") != std::string::npos,
                   m);
     return m;

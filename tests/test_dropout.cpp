@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "milmer/kernels/dropout.hpp"
+#include "milmer/reference/dropout.hpp"
 #include "milmer/rng.hpp"
 #include "support.hpp"
 
@@ -26,23 +27,18 @@ struct Mask {
   std::uint64_t seed, offset;
 };
 
-// keep for element i of a tensor whose samples hold per_sample elements (dropout: the mask
-// index is the element, drop-path: the sample).
-bool keep(Kind k, const Mask& m, std::size_t i, std::size_t per_sample) {
-  const std::size_t index = k == Kind::dropout ? i : i / per_sample;
-  return milmer::philox_uniform(m.seed, m.offset, index) >= m.p;
+// The mask of n elements of a tensor whose samples hold per_sample elements (dropout: the
+// mask index is the element, drop-path: the sample).
+std::vector<bool> keep_mask(Kind k, const Mask& m, std::size_t n, std::size_t per_sample) {
+  return milmer::reference::dropout_keep_mask(n, m.p, m.seed, m.offset,
+                                              k == Kind::dropout ? 1 : per_sample);
 }
 
-// The reference in S: keep ? v / (1 - p) : 0; in float the scale is 1.0f / (1.0f - p),
-// exactly as the kernel computes it.
 template <class S>
 std::vector<S> apply_ref(Kind k, const Mask& m, const std::vector<float>& v,
                          std::size_t per_sample) {
-  const S scale = S(1) / (S(1) - S(m.p));
-  std::vector<S> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i)
-    out[i] = keep(k, m, i, per_sample) ? S(v[i]) * scale : S(0);
-  return out;
+  return milmer::reference::dropout_apply(milmer::test::as<S>(v),
+                                          keep_mask(k, m, v.size(), per_sample), S(m.p));
 }
 
 struct Run {
@@ -72,11 +68,11 @@ Run run(Kind k, const Mask& m, const std::vector<float>& x, const std::vector<fl
   Run r;
   if (k == Kind::dropout) {
     milmer::dropout_forward(ctx, out, in, m.p, m.seed, m.offset);
-    r.forward_kernel = milmer::emu::last_launch().kernel;
+    r.forward_kernel = milmer::test::last_kernel();
     milmer::dropout_backward(ctx, dinp, dout, m.p, m.seed, m.offset);
   } else {
     milmer::drop_path_forward(ctx, out, in, m.p, m.seed, m.offset);
-    r.forward_kernel = milmer::emu::last_launch().kernel;
+    r.forward_kernel = milmer::test::last_kernel();
     milmer::drop_path_backward(ctx, dinp, dout, m.p, m.seed, m.offset);
   }
   const auto o = d_out.to_host(), g = d_dinp.to_host();
@@ -100,7 +96,7 @@ void check_against_reference(Kind k, std::int64_t batch, std::int64_t per_sample
   const auto n = static_cast<std::size_t>(batch * per_sample);
   const auto x = nonzero_vector(n, 1 + n), dy = nonzero_vector(n, 2 + n);
   const Run r = milmer::test::under_every_schedule([&] { return run(k, m, x, dy, batch, shift); });
-  CHECK(r.forward_kernel.find(packed ? "_packed" : "_scalar") != std::string::npos);
+  CHECK(milmer::test::ran_kernel(r.forward_kernel, packed ? "_packed" : "_scalar"));
   const auto ps = static_cast<std::size_t>(per_sample);
   // The mask is Philox's bit for bit: the kernel equals the float reference exactly.
   CHECK(r.out == apply_ref<float>(k, m, x, ps));
@@ -139,7 +135,7 @@ TEST_SUITE("dropout") {
     const Mask m{0.3f, 99, 5};
     for (Kind k : {Kind::dropout, Kind::drop_path}) {
       const Run packed = run(k, m, x, dy, 32, 0), scalar = run(k, m, x, dy, 32, 1);
-      CHECK(packed.forward_kernel != scalar.forward_kernel);
+      CHECK(milmer::test::different_kernels(packed.forward_kernel, scalar.forward_kernel));
       CHECK(packed.out == scalar.out);
       CHECK(packed.dinp == scalar.dinp);
     }
@@ -214,12 +210,13 @@ TEST_SUITE("dropout") {
       const std::size_t per_sample = 12;
       const Run r = milmer::test::under_every_schedule([&] { return run(k, m, x, dy, 20, 0); });
       // loss = sum(forward(x) * dy) with the mask held fixed, as it is in training.
+      const auto keep = keep_mask(k, m, x.size(), per_sample);
       std::vector<double> fd(x.size());
       const double h = 1e-5;
       for (std::size_t i = 0; i < x.size(); ++i) {
         const double xi = x[i];
-        const double f_up = keep(k, m, i, per_sample) ? (xi + h) / (1.0 - m.p) : 0.0;
-        const double f_down = keep(k, m, i, per_sample) ? (xi - h) / (1.0 - m.p) : 0.0;
+        const double f_up = keep[i] ? (xi + h) / (1.0 - m.p) : 0.0;
+        const double f_down = keep[i] ? (xi - h) / (1.0 - m.p) : 0.0;
         fd[i] = dy[i] * (f_up - f_down) / (2 * h);
       }
       check_close(r.dinp, fd, apply_ref<float>(k, m, dy, per_sample), "dinp vs finite differences");

@@ -8,40 +8,32 @@
 #include <vector>
 
 #include "milmer/kernels/elementwise.hpp"
+#include "milmer/reference/elementwise.hpp"
 #include "support.hpp"
 
 namespace {
 
+namespace refs = milmer::reference;
 using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
 
+// The references in S for float inputs.
 template <class S>
 std::vector<S> bias_add_ref(int rows, int cols, const std::vector<float>& out0,
                             const std::vector<float>& bias) {
-  std::vector<S> out(out0.size());
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < cols; ++c) {
-      const std::size_t i = static_cast<std::size_t>(r) * cols + c;
-      out[i] = S(out0[i]) + S(bias[c]);
-    }
-  return out;
+  return refs::bias_add(rows, cols, refs::as<S>(out0), refs::as<S>(bias));
 }
 
 template <class S>
 std::vector<S> bias_backward_ref(int rows, int cols, const std::vector<float>& dout,
                                  const std::vector<float>& dbias0) {
-  std::vector<S> dbias(dbias0.begin(), dbias0.end());
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < cols; ++c) dbias[c] += S(dout[static_cast<std::size_t>(r) * cols + c]);
-  return dbias;
+  return refs::bias_add_backward(rows, cols, refs::as<S>(dout), refs::as<S>(dbias0));
 }
 
 template <class S>
 std::vector<S> add_ref(const std::vector<float>& a, const std::vector<float>& b) {
-  std::vector<S> out(a.size());
-  for (std::size_t i = 0; i < a.size(); ++i) out[i] = S(a[i]) + S(b[i]);
-  return out;
+  return refs::add(refs::as<S>(a), refs::as<S>(b));
 }
 
 // A device copy of v starting `shift` elements into its allocation (shift 1 misaligns it).
@@ -73,7 +65,7 @@ Result run_bias_add(int rows, int cols, const std::vector<float>& out0,
   milmer::Context ctx;
   milmer::bias_add_forward(ctx, milmer::view(out.data(), {rows, cols}),
                            milmer::view(static_cast<const float*>(b.data()), {cols}));
-  return {out.to_host(), milmer::emu::last_launch().kernel};
+  return {out.to_host(), milmer::test::last_kernel()};
 }
 
 std::vector<float> run_bias_backward(int rows, int cols, const std::vector<float>& dout,
@@ -96,15 +88,11 @@ Result run_add(const std::vector<float>& a, const std::vector<float>& b, int shi
   const auto cb = milmer::view(static_cast<const float*>(db.data()), {n});
   if (in_place) {
     milmer::add_inplace(ctx, milmer::view(da.data(), {n}), cb);
-    return {da.to_host(), milmer::emu::last_launch().kernel};
+    return {da.to_host(), milmer::test::last_kernel()};
   }
   milmer::add_forward(ctx, milmer::view(dout.data(), {n}),
                       milmer::view(static_cast<const float*>(da.data()), {n}), cb);
-  return {dout.to_host(), milmer::emu::last_launch().kernel};
-}
-
-bool has(const std::string& s, const char* part) {
-  return s.find(part) != std::string::npos;
+  return {dout.to_host(), milmer::test::last_kernel()};
 }
 
 }  // namespace
@@ -124,7 +112,8 @@ TEST_SUITE("elementwise") {
       const auto bias = random_vector(c.cols, seed++);
       const Result r = milmer::test::under_every_schedule(
           [&] { return run_bias_add(c.rows, c.cols, out0, bias, c.shift); });
-      CHECK(has(r.kernel, c.packed ? "bias_add_forward_packed" : "bias_add_forward_scalar"));
+      CHECK(milmer::test::ran_kernel(
+          r.kernel, c.packed ? "bias_add_forward_packed" : "bias_add_forward_scalar"));
       check_close(r.values, bias_add_ref<double>(c.rows, c.cols, out0, bias),
                   bias_add_ref<float>(c.rows, c.cols, out0, bias), "out");
     }
@@ -186,7 +175,7 @@ TEST_SUITE("elementwise") {
         INFO("n ", c.n, " shift ", c.shift, " in place ", in_place);
         const Result r =
             milmer::test::under_every_schedule([&] { return run_add(a, b, c.shift, in_place); });
-        CHECK(has(r.kernel, c.packed ? "add_packed" : "add_scalar"));
+        CHECK(milmer::test::ran_kernel(r.kernel, c.packed ? "add_packed" : "add_scalar"));
         check_close(r.values, add_ref<double>(a, b), add_ref<float>(a, b), "sum");
       }
     }

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "milmer/kernels/frames.hpp"
+#include "milmer/reference/frames.hpp"
 #include "support.hpp"
 
 using milmer::view;
@@ -55,19 +56,11 @@ TEST_SUITE("frames") {
       return Out{ddx.to_host(), ddg.to_host()};
     });
     for (std::size_t i = 0; i < x.size(); ++i) REQUIRE(out.dx[i] == gates[i / R] * dz[i]);
-    std::vector<double> ref(B * K);
-    std::vector<float> plain(B * K);
-    for (int s = 0; s < B * K; ++s) {
-      double acc = 0;
-      float acc32 = 0;
-      for (int r = 0; r < R; ++r) {
-        acc += double(dz[s * R + r]) * x[s * R + r];
-        acc32 += dz[s * R + r] * x[s * R + r];
-      }
-      ref[s] = acc;
-      plain[s] = acc32;
-    }
-    milmer::test::check_close(out.dg, ref, plain, "dg");
+    using milmer::reference::gate_scale_gate_gradient;
+    using milmer::test::as;
+    milmer::test::check_close(out.dg,
+                              gate_scale_gate_gradient(B * K, R, as<double>(dz), as<double>(x)),
+                              gate_scale_gate_gradient(B * K, R, dz, x), "dg");
   }
 
   TEST_CASE("topk_scatter puts each selected frame's value in place, zeros elsewhere") {

@@ -8,10 +8,13 @@
 #include <vector>
 
 #include "milmer/kernels/gemm.hpp"
+#include "milmer/reference/check.hpp"
+#include "milmer/reference/gemm.hpp"
 #include "support.hpp"
 
 namespace {
 
+namespace refs = milmer::reference;
 using milmer::Epilogue;
 using milmer::MatOp;
 using milmer::test::check_close;
@@ -20,82 +23,25 @@ using milmer::test::random_vector;
 using milmer::test::under_every_schedule;
 
 template <class S>
-S act(S x, Epilogue e) {
-  if (e == Epilogue::relu) return x > S(0) ? x : S(0);
-  if (e == Epilogue::gelu) return S(0.5) * x * (S(1) + std::erf(x / std::sqrt(S(2))));
-  return x;
-}
-template <class S>
-S act_grad(S x, Epilogue e) {
-  if (e == Epilogue::relu) return x > S(0) ? S(1) : S(0);
-  if (e == Epilogue::gelu) {
-    const S pi = S(3.14159265358979323846);
-    return S(0.5) * (S(1) + std::erf(x / std::sqrt(S(2)))) +
-           x * std::exp(-x * x / S(2)) / std::sqrt(S(2) * pi);
-  }
-  return S(1);
-}
-
-template <class S>
-std::vector<S> cast(const std::vector<float>& v) {
-  return std::vector<S>(v.begin(), v.end());
-}
-template <class S>
-std::vector<double> to_double(const std::vector<S>& v) {
-  return std::vector<double>(v.begin(), v.end());
-}
-template <class S>
 std::vector<float> to_float(const std::vector<S>& v) {
   return std::vector<float>(v.begin(), v.end());
 }
 
-// pre[m][n] = sum_k inp[m][k] w[n][k] + b[n]
+// The reference's pre-activation and gradients in S for float inputs.
 template <class S>
 std::vector<S> ref_linear_pre(int M, int N, int K, const std::vector<float>& inp,
                               const std::vector<float>& w, const std::vector<float>* b) {
-  std::vector<S> pre(size_t(M) * N);
-  for (int m = 0; m < M; ++m)
-    for (int n = 0; n < N; ++n) {
-      S acc = 0;
-      for (int k = 0; k < K; ++k) acc += S(inp[size_t(m) * K + k]) * S(w[size_t(n) * K + k]);
-      if (b) acc += S((*b)[n]);
-      pre[size_t(m) * N + n] = acc;
-    }
-  return pre;
+  const auto bias = b ? refs::as<S>(*b) : std::vector<S>();
+  return refs::linear_pre_activation(M, N, K, refs::as<S>(inp), refs::as<S>(w),
+                                     b ? &bias : nullptr);
 }
-
-struct LinearGrads {
-  std::vector<double> dinp, dw, db;
-};
-// Gradients of sum(dout * act(inp w^T + b)) given the saved tensor (pre or output).
 template <class S>
-void ref_linear_backward(int M, int N, int K, const std::vector<float>& dout,
-                         const std::vector<float>& inp, const std::vector<float>& w,
-                         const std::vector<float>& saved, Epilogue e, std::vector<S>& dinp,
-                         std::vector<S>& dw, std::vector<S>& db) {
-  std::vector<S> dpre(size_t(M) * N);
-  for (size_t i = 0; i < dpre.size(); ++i)
-    dpre[i] = e == Epilogue::none ? S(dout[i]) : S(dout[i]) * act_grad(S(saved[i]), e);
-  dinp.assign(size_t(M) * K, S(0));
-  dw.assign(size_t(N) * K, S(0));
-  db.assign(N, S(0));
-  for (int n = 0; n < N; ++n)
-    for (int k = 0; k < K; ++k) {
-      S acc = 0;
-      for (int m = 0; m < M; ++m) acc += dpre[size_t(m) * N + n] * S(inp[size_t(m) * K + k]);
-      dw[size_t(n) * K + k] = acc;
-    }
-  for (int n = 0; n < N; ++n) {
-    S acc = 0;
-    for (int m = 0; m < M; ++m) acc += dpre[size_t(m) * N + n];
-    db[n] = acc;
-  }
-  for (int m = 0; m < M; ++m)
-    for (int k = 0; k < K; ++k) {
-      S acc = 0;
-      for (int n = 0; n < N; ++n) acc += dpre[size_t(m) * N + n] * S(w[size_t(n) * K + k]);
-      dinp[size_t(m) * K + k] = acc;
-    }
+refs::LinearBackward<S> ref_linear_backward(int M, int N, int K, const std::vector<float>& dout,
+                                            const std::vector<float>& inp,
+                                            const std::vector<float>& w,
+                                            const std::vector<float>& saved, Epilogue e) {
+  return refs::linear_backward(M, N, K, refs::as<S>(dout), refs::as<S>(inp), refs::as<S>(w),
+                               refs::as<S>(saved), e);
 }
 
 struct Shape {
@@ -139,8 +85,8 @@ TEST_SUITE("gemm") {
           std::vector<double> out64(pre64.size());
           std::vector<float> out32(pre32.size());
           for (size_t i = 0; i < pre64.size(); ++i) {
-            out64[i] = act(pre64[i], e);
-            out32[i] = act(pre32[i], e);
+            out64[i] = refs::epilogue(e, pre64[i]);
+            out32[i] = refs::epilogue(e, pre32[i]);
           }
           check_close(outs[0], out64, out32, "out");
           if (store_pre) check_close(outs[1], pre64, pre32, "pre_activation");
@@ -164,7 +110,7 @@ TEST_SUITE("gemm") {
           // What forward saved: the pre-activation for gelu, the output for relu.
           auto saved = to_float(ref_linear_pre<float>(s.m, s.n, s.k, inp, w, &b));
           if (e == Epilogue::relu)
-            for (auto& x : saved) x = act(x, e);
+            for (auto& x : saved) x = refs::epilogue(e, x);
           auto outs = under_every_schedule([&] {
             DeviceVector<float> d_dout(dout), d_inp(inp), d_w(w), d_saved(saved), d_dw(dw0),
                 d_db(db0), d_dinp(size_t(s.m) * s.k), d_dpre(size_t(s.m) * s.n);
@@ -184,10 +130,10 @@ TEST_SUITE("gemm") {
             return std::vector<std::vector<float>>{d_dinp.to_host(), d_dw.to_host(),
                                                    d_db.to_host()};
           });
-          std::vector<double> dinp64, dw64, db64;
-          std::vector<float> dinp32, dw32, db32;
-          ref_linear_backward<double>(s.m, s.n, s.k, dout, inp, w, saved, e, dinp64, dw64, db64);
-          ref_linear_backward<float>(s.m, s.n, s.k, dout, inp, w, saved, e, dinp32, dw32, db32);
+          auto [dinp64, dw64, db64] =
+              ref_linear_backward<double>(s.m, s.n, s.k, dout, inp, w, saved, e);
+          auto [dinp32, dw32, db32] =
+              ref_linear_backward<float>(s.m, s.n, s.k, dout, inp, w, saved, e);
           for (size_t i = 0; i < dw64.size(); ++i) {
             dw64[i] += dw0[i];
             dw32[i] += dw0[i];
@@ -242,22 +188,14 @@ TEST_SUITE("gemm") {
       // Loss in double of float inputs; perturbations are applied in double.
       auto loss = [&](const std::vector<double>& x, const std::vector<double>& wd,
                       const std::vector<double>& bd) {
-        double l = 0;
-        for (int m = 0; m < M; ++m)
-          for (int n = 0; n < N; ++n) {
-            double acc = bd[n];
-            for (int k = 0; k < K; ++k) acc += x[size_t(m) * K + k] * wd[size_t(n) * K + k];
-            l += double(dout[size_t(m) * N + n]) * act(acc, e);
-          }
-        return l;
+        return refs::dot(dout, refs::linear_forward(M, N, K, x, wd, &bd, e));
       };
       auto pre = to_float(ref_linear_pre<double>(M, N, K, inp, w, &b));
       auto saved = pre;
       if (e == Epilogue::relu)
-        for (auto& x : saved) x = act(x, e);
-      std::vector<double> dinp, dw, db;
-      ref_linear_backward<double>(M, N, K, dout, inp, w, saved, e, dinp, dw, db);
-      const auto x0 = cast<double>(inp), w0 = cast<double>(w), b0 = cast<double>(b);
+        for (auto& x : saved) x = refs::epilogue(e, x);
+      const auto [dinp, dw, db] = ref_linear_backward<double>(M, N, K, dout, inp, w, saved, e);
+      const auto x0 = refs::as<double>(inp), w0 = refs::as<double>(w), b0 = refs::as<double>(b);
       const double h = 1e-6;
       auto fd = [&](int which, size_t i) {
         auto x = x0, wd = w0, bd = b0;
@@ -271,26 +209,6 @@ TEST_SUITE("gemm") {
       for (size_t i = 0; i < dw.size(); ++i) CHECK(std::abs(fd(1, i) - dw[i]) < 1e-6);
       for (size_t i = 0; i < db.size(); ++i) CHECK(std::abs(fd(2, i) - db[i]) < 1e-6);
     }
-  }
-
-  // Plain loops for C = alpha op(A) op(B) + beta C on strided row-major matrices.
-  template <class S>
-  std::vector<S> ref_gemm(int M, int N, int K, const float* a, int lda, MatOp op_a, const float* b,
-                          int ldb, MatOp op_b, const float* c, int ldc, float alpha, float beta) {
-    std::vector<S> out(size_t(M) * ldc);
-    for (int m = 0; m < M; ++m)
-      for (int n = 0; n < ldc; ++n) out[size_t(m) * ldc + n] = S(c[size_t(m) * ldc + n]);
-    for (int m = 0; m < M; ++m)
-      for (int n = 0; n < N; ++n) {
-        S acc = 0;
-        for (int k = 0; k < K; ++k) {
-          const float av = op_a == MatOp::N ? a[size_t(m) * lda + k] : a[size_t(k) * lda + m];
-          const float bv = op_b == MatOp::N ? b[size_t(k) * ldb + n] : b[size_t(n) * ldb + k];
-          acc += S(av) * S(bv);
-        }
-        out[size_t(m) * ldc + n] = S(alpha) * acc + S(beta) * S(c[size_t(m) * ldc + n]);
-      }
-    return out;
   }
 
   TEST_CASE("gemm handles every transpose combination, padded row strides, alpha and beta") {
@@ -315,10 +233,10 @@ TEST_SUITE("gemm") {
                          alpha, beta);
             return d_c.to_host();
           });
-          const auto r64 = ref_gemm<double>(s.m, s.n, s.k, a.data(), lda, op_a, b.data(), ldb, op_b,
-                                            c0.data(), ldc, alpha, beta);
-          const auto r32 = ref_gemm<float>(s.m, s.n, s.k, a.data(), lda, op_a, b.data(), ldb, op_b,
-                                           c0.data(), ldc, alpha, beta);
+          const auto r64 = refs::gemm<double>(s.m, s.n, s.k, a.data(), lda, op_a, b.data(), ldb,
+                                              op_b, c0.data(), ldc, alpha, beta);
+          const auto r32 = refs::gemm<float>(s.m, s.n, s.k, a.data(), lda, op_a, b.data(), ldb,
+                                             op_b, c0.data(), ldc, alpha, beta);
           check_close(outs, r64, r32, "C");  // padding columns must stay as they were
         }
   }
@@ -360,12 +278,12 @@ TEST_SUITE("gemm") {
               std::vector<double> r64(c0.begin(), c0.end());
               std::vector<float> r32(c0);
               for (int i = 0; i < batch; ++i) {
-                const auto o64 =
-                    ref_gemm<double>(s.m, s.n, s.k, a.data() + i * sa, lda, op_a, b.data() + i * sb,
-                                     ldb, op_b, c0.data() + i * sc, ldc, 2.0f, 1.0f);
-                const auto o32 =
-                    ref_gemm<float>(s.m, s.n, s.k, a.data() + i * sa, lda, op_a, b.data() + i * sb,
-                                    ldb, op_b, c0.data() + i * sc, ldc, 2.0f, 1.0f);
+                const auto o64 = refs::gemm<double>(s.m, s.n, s.k, a.data() + i * sa, lda, op_a,
+                                                    b.data() + i * sb, ldb, op_b,
+                                                    c0.data() + i * sc, ldc, 2.0f, 1.0f);
+                const auto o32 = refs::gemm<float>(s.m, s.n, s.k, a.data() + i * sa, lda, op_a,
+                                                   b.data() + i * sb, ldb, op_b, c0.data() + i * sc,
+                                                   ldc, 2.0f, 1.0f);
                 std::copy(o64.begin(), o64.end(), r64.begin() + i * sc);
                 std::copy(o32.begin(), o32.end(), r32.begin() + i * sc);
               }
@@ -375,12 +293,12 @@ TEST_SUITE("gemm") {
 
   TEST_CASE("cuBLASLt gets the operands' real alignments, at most its 256-byte default") {
     alignas(256) static float buf[128];
-    CHECK(milmer::gemm_detail::pointer_alignment(buf) == 256);
-    CHECK(milmer::gemm_detail::pointer_alignment(buf + 4) == 16);
-    CHECK(milmer::gemm_detail::pointer_alignment(buf + 64) == 256);
-    CHECK(milmer::gemm_detail::pointer_alignment(buf + 1) == 4);
-    CHECK(milmer::gemm_detail::pointer_alignment(buf + 6) == 8);
-    CHECK(milmer::gemm_detail::pointer_alignment(reinterpret_cast<char*>(buf) + 1) == 1);
+    CHECK(milmer::detail::pointer_alignment(buf) == 256);
+    CHECK(milmer::detail::pointer_alignment(buf + 4) == 16);
+    CHECK(milmer::detail::pointer_alignment(buf + 64) == 256);
+    CHECK(milmer::detail::pointer_alignment(buf + 1) == 4);
+    CHECK(milmer::detail::pointer_alignment(buf + 6) == 8);
+    CHECK(milmer::detail::pointer_alignment(reinterpret_cast<char*>(buf) + 1) == 1);
   }
 
   TEST_CASE("the launchers name the op, the argument and the mismatch") {

@@ -8,10 +8,12 @@
 #include <vector>
 
 #include "milmer/kernels/mha_attention.hpp"
+#include "milmer/reference/mha_attention.hpp"
 #include "support.hpp"
 
 namespace {
 
+namespace refs = milmer::reference;
 using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
@@ -22,76 +24,13 @@ struct Case {
   std::uint64_t seed = 7, offset = 3;
 };
 
+// The reference in Real for float inputs.
 template <class Real>
-struct Reference {
-  std::vector<Real> out, lse, dq, dk, dv;
-};
-
-template <class Real>
-std::vector<Real> cast(const std::vector<float>& v) {
-  return std::vector<Real>(v.begin(), v.end());
-}
-
-// Plain loops: q (B, Lq, D), k, v (B, Lk, D), dout (B, Lq, D), all contiguous.
-template <class Real>
-Reference<Real> reference(const Case& c, const std::vector<Real>& q, const std::vector<Real>& k,
-                          const std::vector<Real>& v, const std::vector<Real>& dout) {
-  const int hd = c.dim / c.heads;
-  const Real scale = Real(1) / std::sqrt(Real(hd));
-  milmer::MhaShape shape{c.batch, c.lq, c.lk, c.heads, hd, 0, 0, 0, 0, 0, 0};
-  Reference<Real> r;
-  r.out.assign(q.size(), 0);
-  r.lse.assign(std::size_t(c.batch) * c.heads * c.lq, 0);
-  r.dq.assign(q.size(), 0);
-  r.dk.assign(k.size(), 0);
-  r.dv.assign(v.size(), 0);
-  auto factor = [&](int b, int h, int i, int j) -> Real {
-    if (c.dropout <= 0.0f) return 1;
-    const float u =
-        milmer::philox_uniform(c.seed, c.offset, milmer::mha_dropout_index(shape, b, h, i, j));
-    return u >= c.dropout ? Real(1) / (Real(1) - Real(c.dropout)) : Real(0);
-  };
-  auto at = [&](int b, int len, int i, int h, int d) {
-    return (std::size_t(b) * len + i) * c.dim + h * hd + d;
-  };
-  std::vector<Real> p(c.lk), dp(c.lk);
-  for (int b = 0; b < c.batch; ++b)
-    for (int h = 0; h < c.heads; ++h)
-      for (int i = 0; i < c.lq; ++i) {
-        Real mx = -INFINITY;
-        for (int j = 0; j < c.lk; ++j) {
-          Real s = 0;
-          for (int d = 0; d < hd; ++d) s += q[at(b, c.lq, i, h, d)] * k[at(b, c.lk, j, h, d)];
-          p[j] = s * scale;
-          mx = std::max(mx, p[j]);
-        }
-        Real sum = 0;
-        for (int j = 0; j < c.lk; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        for (int j = 0; j < c.lk; ++j) p[j] /= sum;
-        r.lse[(std::size_t(b) * c.heads + h) * c.lq + i] = mx + std::log(sum);
-        for (int d = 0; d < hd; ++d) {
-          Real o = 0;
-          for (int j = 0; j < c.lk; ++j) o += p[j] * factor(b, h, i, j) * v[at(b, c.lk, j, h, d)];
-          r.out[at(b, c.lq, i, h, d)] = o;
-        }
-        // Backward of this row.
-        Real delta = 0;
-        for (int j = 0; j < c.lk; ++j) {
-          Real s = 0;
-          for (int d = 0; d < hd; ++d) s += dout[at(b, c.lq, i, h, d)] * v[at(b, c.lk, j, h, d)];
-          dp[j] = s * factor(b, h, i, j);
-          delta += p[j] * dp[j];
-        }
-        for (int j = 0; j < c.lk; ++j) {
-          const Real ds = p[j] * (dp[j] - delta);
-          for (int d = 0; d < hd; ++d) {
-            r.dq[at(b, c.lq, i, h, d)] += scale * ds * k[at(b, c.lk, j, h, d)];
-            r.dk[at(b, c.lk, j, h, d)] += scale * ds * q[at(b, c.lq, i, h, d)];
-            r.dv[at(b, c.lk, j, h, d)] += p[j] * factor(b, h, i, j) * dout[at(b, c.lq, i, h, d)];
-          }
-        }
-      }
-  return r;
+refs::MhaAttention<Real> reference(const Case& c, const std::vector<Real>& q,
+                                   const std::vector<Real>& k, const std::vector<Real>& v,
+                                   const std::vector<Real>& dout) {
+  return refs::mha_attention({c.batch, c.lq, c.lk, c.dim, c.heads, c.dropout, c.seed, c.offset}, q,
+                             k, v, dout);
 }
 
 struct Inputs {
@@ -173,8 +112,8 @@ void check_case(const Case& c, bool packed = false) {
        c.dropout, packed ? " packed" : "");
   const Inputs in = make_inputs(c, 100 + c.lq * 7 + c.lk);
   const auto got = milmer::test::under_every_schedule([&] { return run_kernels(c, in, packed); });
-  const auto r64 = reference<double>(c, cast<double>(in.q), cast<double>(in.k), cast<double>(in.v),
-                                     cast<double>(in.dout));
+  const auto r64 = reference<double>(c, refs::as<double>(in.q), refs::as<double>(in.k),
+                                     refs::as<double>(in.v), refs::as<double>(in.dout));
   const auto r32 = reference<float>(c, in.q, in.k, in.v, in.dout);
   check_close(got[0], r64.out, r32.out, "out");
   check_close(got[1], r64.lse, r32.lse, "lse");
@@ -212,28 +151,14 @@ TEST_SUITE("mha_attention") {
     for (float p : {0.0f, 0.3f}) {
       const Case c{1, 3, 5, 8, 2, p};
       const Inputs in = make_inputs(c, 9);
-      auto q = cast<double>(in.q), k = cast<double>(in.k), v = cast<double>(in.v);
-      const auto g = cast<double>(in.dout);
+      auto q = refs::as<double>(in.q), k = refs::as<double>(in.k), v = refs::as<double>(in.v);
+      const auto g = refs::as<double>(in.dout);
       const auto r = reference<double>(c, q, k, v, g);
-      auto loss = [&] {
-        const auto o = reference<double>(c, q, k, v, g).out;
-        double s = 0;
-        for (std::size_t i = 0; i < o.size(); ++i) s += o[i] * g[i];
-        return s;
-      };
-      const double h = 1e-6;
+      auto loss = [&] { return refs::dot(reference<double>(c, q, k, v, g).out, g); };
+      INFO("dropout ", p);
       auto check_grad = [&](std::vector<double>& x, const std::vector<double>& grad,
                             const char* name) {
-        for (std::size_t i = 0; i < x.size(); ++i) {
-          const double keep = x[i];
-          x[i] = keep + h;
-          const double up = loss();
-          x[i] = keep - h;
-          const double down = loss();
-          x[i] = keep;
-          INFO(name, "[", i, "] dropout ", p);
-          CHECK(std::abs((up - down) / (2 * h) - grad[i]) < 1e-7);
-        }
+        milmer::test::check_central_differences(x, loss, grad, 1e-6, 1e-7, name);
       };
       check_grad(q, r.dq, "dq");
       check_grad(k, r.dk, "dk");
@@ -275,19 +200,15 @@ TEST_SUITE("mha_attention") {
                         ctx, milmer::view(p, {1, 4, 32}), milmer::view(p + 2048, {1, 2, 4}), bad,
                         milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}), 2),
                     milmer::Error);
-    CHECK_THROWS_AS(
-        milmer::mha_attention_backward<float>(
-            ctx, milmer::view(p, {1, 4, 32}), milmer::view(p, {1, 5, 32}),
-            milmer::view(p, {1, 4, 32}), milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}),
-            milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}),
-            milmer::view(static_cast<const float*>(p + 2048), {1, 2, 4}), 2),
-        milmer::Error);
-    CHECK_THROWS_AS(
-        milmer::mha_attention_backward<float>(
-            ctx, milmer::view(p, {1, 4, 32}), milmer::view(p, {1, 4, 32}),
-            milmer::view(p, {1, 4, 32}), milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}),
-            milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}),
-            milmer::view(static_cast<const float*>(p + 2048), {1, 4, 4}), 2),
-        milmer::Error);
+    // Backward with dk of 5 rows for 4, then with lse of 4 heads for 2.
+    auto bwd = [&](std::int64_t dk_rows, std::int64_t lse_heads) {
+      milmer::mha_attention_backward<float>(
+          ctx, milmer::view(p, {1, 4, 32}), milmer::view(p, {1, dk_rows, 32}),
+          milmer::view(p, {1, 4, 32}), milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}),
+          milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}), milmer::view(c, {1, 4, 32}),
+          milmer::view(static_cast<const float*>(p + 2048), {1, lse_heads, 4}), 2);
+    };
+    CHECK_THROWS_AS(bwd(5, 2), milmer::Error);
+    CHECK_THROWS_AS(bwd(4, 4), milmer::Error);
   }
 }

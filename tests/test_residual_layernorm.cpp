@@ -8,28 +8,29 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "milmer/kernels/dropout.hpp"
 #include "milmer/kernels/elementwise.hpp"
 #include "milmer/kernels/layernorm.hpp"
 #include "milmer/kernels/residual_layernorm.hpp"
+#include "milmer/reference/dropout.hpp"
+#include "milmer/reference/residual_layernorm.hpp"
 #include "milmer/rng.hpp"
 #include "support.hpp"
 
 namespace {
 
+namespace refs = milmer::reference;
 using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
 using Outputs = std::vector<std::vector<float>>;
 
 constexpr float kEps = 1e-5f;
-
-template <class S>
-std::vector<S> cast(const std::vector<float>& v) {
-  return std::vector<S>(v.begin(), v.end());
-}
 
 struct Inputs {
   int rows, width;
@@ -54,98 +55,27 @@ Inputs make_inputs(int rows, int width, float p, std::uint64_t seed) {
                 random_vector(n, seed + 5)};
 }
 
-// The mask of dropout.hpp's convention, drawn on the host.
-std::vector<bool> keep_mask(const Inputs& in) {
-  std::vector<bool> keep(in.size());
-  for (std::size_t i = 0; i < keep.size(); ++i)
-    keep[i] = milmer::philox_uniform(in.seed, in.offset, i) >= in.p;
-  return keep;
-}
-
-// ---- the unfused composition as plain loops, in scalar type S ---------------------------
-
+// The reference's inputs in scalar type S, with the mask of dropout.hpp's convention.
 template <class S>
-struct Params {
-  std::vector<S> x, branch, branch_bias, norm_weight, norm_bias;
-};
-
-template <class S>
-Params<S> params_of(const Inputs& in) {
-  return {cast<S>(in.x), cast<S>(in.branch), cast<S>(in.branch_bias), cast<S>(in.norm_weight),
-          cast<S>(in.norm_bias)};
+refs::ResidualLayerNormInputs<S> reference_inputs(const Inputs& in) {
+  return {in.rows,
+          in.width,
+          S(in.p),
+          S(kEps),
+          refs::dropout_keep_mask(in.size(), in.p, in.seed, in.offset),
+          refs::as<S>(in.x),
+          refs::as<S>(in.branch),
+          refs::as<S>(in.branch_bias),
+          refs::as<S>(in.norm_weight),
+          refs::as<S>(in.norm_bias)};
 }
 
 template <class S>
-struct ForwardRef {
-  std::vector<S> out, sum, mean, rstd;
-};
-
-template <class S>
-ForwardRef<S> forward_ref(const Inputs& in, const std::vector<bool>& keep, const Params<S>& q) {
-  const int rows = in.rows, width = in.width;
-  const S scale = S(1) / (S(1) - S(in.p));
-  ForwardRef<S> r{std::vector<S>(in.size()), std::vector<S>(in.size()), std::vector<S>(rows),
-                  std::vector<S>(rows)};
-  for (int i = 0; i < rows; ++i) {
-    const std::size_t base = static_cast<std::size_t>(i) * width;
-    for (int c = 0; c < width; ++c) {
-      const S pre = q.branch[base + c] + q.branch_bias[c];
-      const S dropped = keep[base + c] ? pre * scale : S(0);
-      r.sum[base + c] = q.x[base + c] + dropped;
-    }
-    S total = 0;
-    for (int c = 0; c < width; ++c) total += r.sum[base + c];
-    const S m = total / width;
-    S squares = 0;
-    for (int c = 0; c < width; ++c) squares += (r.sum[base + c] - m) * (r.sum[base + c] - m);
-    const S rs = S(1) / std::sqrt(squares / width + S(kEps));
-    for (int c = 0; c < width; ++c)
-      r.out[base + c] = (r.sum[base + c] - m) * rs * q.norm_weight[c] + q.norm_bias[c];
-    r.mean[i] = m;
-    r.rstd[i] = rs;
-  }
-  return r;
-}
-
-template <class S>
-struct BackwardRef {
-  std::vector<S> dresidual, dbranch, dnorm_weight, dnorm_bias, dbranch_bias;
-};
-
-// The parameter gradients start from the given values (the kernel's += semantics).
-template <class S>
-BackwardRef<S> backward_ref(const Inputs& in, const std::vector<bool>& keep,
-                            const std::vector<float>& dnw0, const std::vector<float>& dnb0,
-                            const std::vector<float>& dbb0) {
-  const int rows = in.rows, width = in.width;
-  const auto q = params_of<S>(in);
-  const auto f = forward_ref<S>(in, keep, q);
-  const auto dy = cast<S>(in.dy);
-  const S scale = S(1) / (S(1) - S(in.p));
-  BackwardRef<S> r{std::vector<S>(in.size()), std::vector<S>(in.size()), cast<S>(dnw0),
-                   cast<S>(dnb0), cast<S>(dbb0)};
-  for (int i = 0; i < rows; ++i) {
-    const std::size_t base = static_cast<std::size_t>(i) * width;
-    S sum_g = 0, sum_g_shat = 0;
-    for (int c = 0; c < width; ++c) {
-      const S shat = (f.sum[base + c] - f.mean[i]) * f.rstd[i];
-      const S g = dy[base + c] * q.norm_weight[c];
-      sum_g += g;
-      sum_g_shat += g * shat;
-      r.dnorm_weight[c] += dy[base + c] * shat;
-      r.dnorm_bias[c] += dy[base + c];
-    }
-    for (int c = 0; c < width; ++c) {
-      const S shat = (f.sum[base + c] - f.mean[i]) * f.rstd[i];
-      const S g = dy[base + c] * q.norm_weight[c];
-      const S ds = f.rstd[i] * (g - sum_g / width - shat * sum_g_shat / width);
-      const S dpre = keep[base + c] ? ds * scale : S(0);
-      r.dresidual[base + c] = ds;
-      r.dbranch[base + c] = dpre;
-      r.dbranch_bias[c] += dpre;
-    }
-  }
-  return r;
+refs::ResidualLayerNormBackward<S> backward_ref(const Inputs& in, const std::vector<float>& dnw0,
+                                                const std::vector<float>& dnb0,
+                                                const std::vector<float>& dbb0) {
+  return refs::residual_layernorm_backward(reference_inputs<S>(in), refs::as<S>(in.dy),
+                                           refs::as<S>(dnw0), refs::as<S>(dnb0), refs::as<S>(dbb0));
 }
 
 // ---- the kernels ------------------------------------------------------------------------
@@ -218,9 +148,8 @@ Outputs run_backward(const Inputs& in, const Grads& g) {
 void check_forward(const Inputs& in) {
   INFO("rows ", in.rows, " width ", in.width, " p ", in.p);
   const auto got = milmer::test::under_every_schedule([&] { return run_forward(in); });
-  const auto keep = keep_mask(in);
-  const auto r64 = forward_ref<double>(in, keep, params_of<double>(in));
-  const auto r32 = forward_ref<float>(in, keep, params_of<float>(in));
+  const auto r64 = refs::residual_layernorm_forward(reference_inputs<double>(in));
+  const auto r32 = refs::residual_layernorm_forward(reference_inputs<float>(in));
   check_close(got[0], r64.out, r32.out, "out");
   check_close(got[1], r64.sum, r32.sum, "sum");
   check_close(got[2], r64.mean, r32.mean, "mean");
@@ -231,9 +160,8 @@ void check_backward(const Inputs& in) {
   INFO("rows ", in.rows, " width ", in.width, " p ", in.p);
   const auto g = start_grads(in.width, 90);
   const auto got = milmer::test::under_every_schedule([&] { return run_backward(in, g); });
-  const auto keep = keep_mask(in);
-  const auto r64 = backward_ref<double>(in, keep, g.dnw0, g.dnb0, g.dbb0);
-  const auto r32 = backward_ref<float>(in, keep, g.dnw0, g.dnb0, g.dbb0);
+  const auto r64 = backward_ref<double>(in, g.dnw0, g.dnb0, g.dbb0);
+  const auto r32 = backward_ref<float>(in, g.dnw0, g.dnb0, g.dbb0);
   check_close(got[0], r64.dresidual, r32.dresidual, "dresidual");
   check_close(got[1], r64.dbranch, r32.dbranch, "dbranch");
   check_close(got[2], r64.dnorm_weight, r32.dnorm_weight, "dnorm_weight");
@@ -317,30 +245,14 @@ TEST_SUITE("residual_layernorm") {
         const std::vector<float> zero(in.width, 0.0f);
         const Grads g{zero, zero, zero};
         const auto got = milmer::test::under_every_schedule([&] { return run_backward(in, g); });
-        const auto keep = keep_mask(in);
-        auto q = params_of<double>(in);
-        const auto dy = cast<double>(in.dy);
+        auto q = reference_inputs<double>(in);
+        const auto dy = refs::as<double>(in.dy);
         // loss = sum(out * dy), so its gradient is exactly what backward computes.
-        const auto loss = [&] {
-          const auto f = forward_ref<double>(in, keep, q);
-          double l = 0;
-          for (std::size_t i = 0; i < f.out.size(); ++i) l += f.out[i] * dy[i];
-          return l;
-        };
+        const auto loss = [&] { return refs::dot(refs::residual_layernorm_forward(q).out, dy); };
         const auto central = [&](std::vector<double>& v) {
-          std::vector<double> grad(v.size());
-          for (std::size_t i = 0; i < v.size(); ++i) {
-            const double kept = v[i], h = 1e-5;
-            v[i] = kept + h;
-            const double up = loss();
-            v[i] = kept - h;
-            const double down = loss();
-            v[i] = kept;
-            grad[i] = (up - down) / (2 * h);
-          }
-          return grad;
+          return milmer::test::central_differences(v, loss, 1e-5);
         };
-        const auto r32 = backward_ref<float>(in, keep, zero, zero, zero);
+        const auto r32 = backward_ref<float>(in, zero, zero, zero);
         check_close(got[0], central(q.x), r32.dresidual, "dresidual vs finite differences");
         check_close(got[1], central(q.branch), r32.dbranch, "dbranch vs finite differences");
         check_close(got[2], central(q.norm_weight), r32.dnorm_weight,
@@ -376,7 +288,7 @@ TEST_SUITE("residual_layernorm") {
         CHECK(fused_forward[3] == composed[3]);
         CHECK(fused_backward[0] == composed[4]);
         CHECK(fused_backward[1] == composed[5]);
-        const auto r64 = backward_ref<double>(in, keep_mask(in), g.dnw0, g.dnb0, g.dbb0);
+        const auto r64 = backward_ref<double>(in, g.dnw0, g.dnb0, g.dbb0);
         check_close(fused_backward[2], r64.dnorm_weight, composed[6], "dnorm_weight");
         check_close(fused_backward[3], r64.dnorm_bias, composed[7], "dnorm_bias");
         check_close(fused_backward[4], r64.dbranch_bias, composed[8], "dbranch_bias");
@@ -416,15 +328,23 @@ TEST_SUITE("residual_layernorm") {
   TEST_CASE("one launch forward, two backward; the parameter gradients repeat bit for bit") {
     const auto in = make_inputs(1358, 24, 0.2f, 500);
     const auto g = start_grads(in.width, 97);
+#if MILMER_TARGET_HOST
     milmer::emu::reset_counters();
+#endif
     const auto first = run_backward(in, g);
+#if MILMER_TARGET_HOST
     CHECK(milmer::emu::counters().launches == 3);
+#endif
     CHECK(milmer::residual_layernorm_backward_parts(1358, 768) == 151);
     CHECK(milmer::residual_layernorm_backward_parts(8 * 17, 32) == 17);
     CHECK(milmer::residual_layernorm_backward_parts(3, 768) == 1);
+#if MILMER_TARGET_HOST
     milmer::emu::set_schedule(milmer::emu::Schedule::random, 999);
+#endif
     for (int run = 0; run < 2; ++run) CHECK(run_backward(in, g) == first);
+#if MILMER_TARGET_HOST
     milmer::emu::set_schedule(milmer::emu::Schedule::seq, 0);
+#endif
   }
 
   TEST_CASE("the scratch sized for a row capacity serves every smaller row count") {
@@ -461,30 +381,25 @@ TEST_SUITE("residual_layernorm") {
                                                 branch, branch_bias, cview(d.norm_weight, {6}),
                                                 cview(d.norm_bias, {6}), eps, p, 1, 0);
     };
-    CHECK(milmer::test::error_message([&] {
-            fwd(cview(d.branch, {6, 4}), cview(d.branch_bias, {6}), kEps, 0.1f);
-          }) ==
-          "residual_layernorm_forward: argument 'branch': expected shape (4, 6), got shape "
-          "(6, 4)");
-    CHECK(milmer::test::error_message([&] {
-            fwd(cview(d.branch, {4, 6}), cview(d.branch_bias, {5}), kEps, 0.1f);
-          }) ==
-          "residual_layernorm_forward: argument 'branch_bias': expected shape (6), got "
-          "shape (5)");
-    CHECK(milmer::test::error_message([&] {
-            fwd(cview(d.branch, {4, 6}), cview(d.branch_bias, {6}), kEps, 1.0f);
-          }) ==
-          "residual_layernorm_forward: argument 'p': expected a drop probability in [0, 1), "
-          "got 1");
-    CHECK(milmer::test::error_message([&] {
-            fwd(cview(d.branch, {4, 6}), cview(d.branch_bias, {6}), 0.0f, 0.1f);
-          }) == "residual_layernorm_forward: argument 'eps': expected a finite value > 0, got 0");
-    CHECK(milmer::test::error_message([&] {
-            fwd(milmer::view(static_cast<const float*>(nullptr), {4, 6}), cview(d.branch_bias, {6}),
-                kEps, 0.1f);
-          }) ==
-          "residual_layernorm_forward: argument 'branch': expected a non-null pointer, got "
-          "nullptr");
+    const auto branch = cview(d.branch, {4, 6}), bias = cview(d.branch_bias, {6});
+    const std::pair<std::function<void()>, std::string> refused[] = {
+        {[&] {
+           fwd(cview(d.branch, {6, 4}), bias, kEps, 0.1f);
+         },
+         "argument 'branch': expected shape (4, 6), got shape (6, 4)"},
+        {[&] { fwd(branch, cview(d.branch_bias, {5}), kEps, 0.1f); },
+         "argument 'branch_bias': expected shape (6), got shape (5)"},
+        {[&] { fwd(branch, bias, kEps, 1.0f); },
+         "argument 'p': expected a drop probability in [0, 1), got 1"},
+        {[&] { fwd(branch, bias, 0.0f, 0.1f); },
+         "argument 'eps': expected a finite value > 0, got 0"},
+        {[&] {
+           fwd(milmer::view(static_cast<const float*>(nullptr), {4, 6}), bias, kEps, 0.1f);
+         },
+         "argument 'branch': expected a non-null pointer, got nullptr"},
+    };
+    for (const auto& [call, message] : refused)
+      CHECK(milmer::test::error_message(call) == "residual_layernorm_forward: " + message);
 
     const auto bwd = [&](milmer::TensorView<float> dres, milmer::TensorView<float> dbr,
                          milmer::TensorView<float> scr, float p) {

@@ -7,60 +7,26 @@
 #include <vector>
 
 #include "milmer/kernels/softmax_ce.hpp"
+#include "milmer/reference/softmax_ce.hpp"
 #include "support.hpp"
 
 namespace {
 
+namespace refs = milmer::reference;
 using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
 using milmer::test::under_every_schedule;
 
+// The reference in S for float logits.
 template <class S>
-struct CeRef {
-  std::vector<S> losses, grad, probs;
-  S mean = 0;
-};
-
-// The obvious loops: max-subtracted softmax, loss = logsumexp - x[label], grad = (p - onehot)
-// * dloss / B.
-template <class S>
-CeRef<S> ref_softmax_ce(int B, int C, const std::vector<float>& logits,
-                        const std::vector<int>& labels, float dloss) {
-  CeRef<S> r;
-  r.losses.resize(B);
-  r.grad.resize(size_t(B) * C);
-  r.probs.resize(size_t(B) * C);
-  const S scale = S(dloss) / S(B);
-  S total = 0;
-  for (int b = 0; b < B; ++b) {
-    const float* x = logits.data() + size_t(b) * C;
-    S m = S(x[0]);
-    for (int j = 1; j < C; ++j) m = std::max(m, S(x[j]));
-    S s = 0;
-    for (int j = 0; j < C; ++j) s += std::exp(S(x[j]) - m);
-    r.losses[b] = m + std::log(s) - S(x[labels[b]]);
-    total += r.losses[b];
-    for (int j = 0; j < C; ++j) {
-      const S p = std::exp(S(x[j]) - m) / s;
-      r.probs[size_t(b) * C + j] = p;
-      r.grad[size_t(b) * C + j] = (p - (j == labels[b] ? S(1) : S(0))) * scale;
-    }
-  }
-  r.mean = total / S(B);
-  return r;
+refs::SoftmaxCrossEntropy<S> ref_softmax_ce(int B, int C, const std::vector<float>& logits,
+                                            const std::vector<int>& labels, float dloss) {
+  return refs::softmax_cross_entropy(B, C, refs::as<S>(logits), labels, S(dloss));
 }
 
 std::vector<int> random_labels(int B, int C, std::uint64_t seed) {
-  std::vector<int> l(B);
-  std::mt19937_64 rng(seed);
-  for (auto& v : l) v = int(rng() % std::uint64_t(C));
-  return l;
-}
-
-template <class S>
-std::vector<double> d(const std::vector<S>& v) {
-  return std::vector<double>(v.begin(), v.end());
+  return refs::random_labels(std::size_t(B), C, seed);
 }
 
 struct Shape {
@@ -141,14 +107,7 @@ TEST_SUITE("softmax_ce") {
       const auto r = ref_softmax_ce<double>(s.b, s.c, logits, labels, dloss);
       std::vector<double> x(logits.begin(), logits.end());
       auto loss = [&] {
-        double total = 0;
-        for (int b = 0; b < s.b; ++b) {
-          double m = -INFINITY, sum = 0;
-          for (int j = 0; j < s.c; ++j) m = std::max(m, x[size_t(b) * s.c + j]);
-          for (int j = 0; j < s.c; ++j) sum += std::exp(x[size_t(b) * s.c + j] - m);
-          total += m + std::log(sum) - x[size_t(b) * s.c + labels[b]];
-        }
-        return dloss * total / s.b;
+        return double(dloss) * refs::softmax_cross_entropy(s.b, s.c, x, labels, 1.0).mean;
       };
       const double h = 1e-6;
       for (size_t i = 0; i < x.size(); ++i) {

@@ -4,53 +4,15 @@
 #include <doctest/doctest.h>
 
 #include "milmer/kernels/swin_layout.hpp"
+#include "milmer/reference/check.hpp"
+#include "milmer/reference/swin_layout.hpp"
 #include "support.hpp"
 
 namespace {
 
+namespace refs = milmer::reference;
 using milmer::view;
 using milmer::test::DeviceVector;
-
-std::vector<float> ref_patch_gather(const std::vector<float>& px, int B, int C, int H, int W,
-                                    int P) {
-  const int gh = (H + P - 1) / P, gw = (W + P - 1) / P;
-  std::vector<float> out(static_cast<std::size_t>(B) * gh * gw * C * P * P, 0.0f);
-  for (int b = 0; b < B; ++b)
-    for (int i = 0; i < gh; ++i)
-      for (int j = 0; j < gw; ++j)
-        for (int c = 0; c < C; ++c)
-          for (int ky = 0; ky < P; ++ky)
-            for (int kx = 0; kx < P; ++kx) {
-              const int y = i * P + ky, x = j * P + kx;
-              if (y < H && x < W)
-                out[((std::size_t(b) * gh + i) * gw + j) * C * P * P + (c * P + ky) * P + kx] =
-                    px[((std::size_t(b) * C + c) * H + y) * W + x];
-            }
-  return out;
-}
-
-std::vector<float> ref_merge(const std::vector<float>& x, int B, int H, int W, int C) {
-  const int h2 = (H + 1) / 2, w2 = (W + 1) / 2;
-  std::vector<float> out(static_cast<std::size_t>(B) * h2 * w2 * 4 * C, 0.0f);
-  const int dy[4] = {0, 1, 0, 1}, dx[4] = {0, 0, 1, 1};
-  for (int b = 0; b < B; ++b)
-    for (int i = 0; i < h2; ++i)
-      for (int j = 0; j < w2; ++j)
-        for (int q = 0; q < 4; ++q)
-          for (int c = 0; c < C; ++c) {
-            const int y = 2 * i + dy[q], xx = 2 * j + dx[q];
-            if (y < H && xx < W)
-              out[((std::size_t(b) * h2 + i) * w2 + j) * 4 * C + q * C + c] =
-                  x[((std::size_t(b) * H + y) * W + xx) * C + c];
-          }
-  return out;
-}
-
-double dot(const std::vector<float>& a, const std::vector<float>& b) {
-  double s = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) s += double(a[i]) * b[i];
-  return s;
-}
 
 }  // namespace
 
@@ -64,7 +26,7 @@ TEST_SUITE("swin_layout") {
          {Case{2, 3, 8, 8, 4}, Case{1, 3, 9, 7, 2}, Case{3, 1, 5, 5, 5}, Case{1, 2, 3, 4, 1}}) {
       INFO("B ", B, " C ", C, " H ", H, " W ", W, " P ", P);
       const auto px = milmer::test::random_vector(std::size_t(B) * C * H * W, 1);
-      const auto ref = ref_patch_gather(px, B, C, H, W, P);
+      const auto ref = refs::patch_gather(px, B, C, H, W, P);
       const int gh = (H + P - 1) / P, gw = (W + P - 1) / P;
       const auto got = milmer::test::under_every_schedule([&] {
         DeviceVector<float> dpx(px), out(ref.size());
@@ -80,7 +42,7 @@ TEST_SUITE("swin_layout") {
                                       view<const float>(ddy.data(), {B * gh * gw, C * P * P}), P);
         return ddx.to_host();
       });
-      CHECK(dot(dy, ref) == doctest::Approx(dot(dx, px)).epsilon(1e-6));
+      CHECK(refs::dot(dy, ref) == doctest::Approx(refs::dot(dx, px)).epsilon(1e-6));
     }
   }
 
@@ -118,7 +80,7 @@ TEST_SUITE("swin_layout") {
     for (auto [B, H, W, C] : {Case{2, 4, 4, 3}, Case{1, 5, 7, 2}, Case{1, 1, 1, 4}}) {
       INFO("B ", B, " H ", H, " W ", W, " C ", C);
       const auto x = milmer::test::random_vector(std::size_t(B) * H * W * C, 4);
-      const auto ref = ref_merge(x, B, H, W, C);
+      const auto ref = refs::patch_merge(x, B, H, W, C);
       const int L2 = ((H + 1) / 2) * ((W + 1) / 2);
       const auto got = milmer::test::under_every_schedule([&] {
         DeviceVector<float> dx(x), out(ref.size());
@@ -131,7 +93,7 @@ TEST_SUITE("swin_layout") {
       DeviceVector<float> ddy(dy), ddx(x.size());
       milmer::merge_gather_backward(ctx, view(ddx.data(), {B, H, W, C}),
                                     view<const float>(ddy.data(), {B, L2, 4 * C}));
-      CHECK(dot(dy, ref) == doctest::Approx(dot(ddx.to_host(), x)).epsilon(1e-6));
+      CHECK(refs::dot(dy, ref) == doctest::Approx(refs::dot(ddx.to_host(), x)).epsilon(1e-6));
     }
   }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "milmer/kernels/tokens.hpp"
+#include "milmer/reference/tokens.hpp"
 #include "support.hpp"
 
 namespace {
@@ -16,19 +17,11 @@ using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
 using Outputs = std::vector<std::vector<float>>;
+namespace refs = milmer::reference;
 
+using Shape = refs::TokenAssemblySizes;
 template <class S>
-std::vector<S> cast(const std::vector<float>& v) {
-  return std::vector<S>(v.begin(), v.end());
-}
-
-struct Shape {
-  int batch, visual, eeg, width;
-  int sequence() const { return 1 + visual + eeg; }
-  std::size_t tokens() const { return static_cast<std::size_t>(batch) * sequence() * width; }
-  std::size_t visual_size() const { return static_cast<std::size_t>(batch) * visual * width; }
-  std::size_t eeg_size() const { return static_cast<std::size_t>(batch) * eeg * width; }
-};
+using Params = refs::TokenAssemblyParams<S>;
 
 // Batch 1, single tokens, widths off the warp size, the tiny (8 + 8 tokens x 32) and paper
 // (64 + 32 tokens x 768) fusion inputs.
@@ -52,76 +45,24 @@ Inputs make_inputs(const Shape& z, std::uint64_t seed) {
                 random_vector(z.tokens(), seed + 6)};
 }
 
-// ---- plain-loop references in scalar type S ---------------------------------------------
-
-template <class S>
-struct Params {
-  std::vector<S> visual, eeg, cls, type_embed, pos_visual, pos_eeg;
-};
-
 template <class S>
 Params<S> params_of(const Inputs& in) {
-  return {cast<S>(in.visual),     cast<S>(in.eeg),        cast<S>(in.cls),
-          cast<S>(in.type_embed), cast<S>(in.pos_visual), cast<S>(in.pos_eeg)};
+  return {refs::as<S>(in.visual),     refs::as<S>(in.eeg),        refs::as<S>(in.cls),
+          refs::as<S>(in.type_embed), refs::as<S>(in.pos_visual), refs::as<S>(in.pos_eeg)};
 }
 
-// tools/milmer_reference.py, Fusion.forward: cat(cls, visual + types[0] + pos_visual,
-// eeg + types[1] + pos_eeg), the additions left to right.
 template <class S>
 std::vector<S> forward_ref(const Shape& z, const Params<S>& q) {
-  const int D = z.width;
-  std::vector<S> x(z.tokens());
-  for (int b = 0; b < z.batch; ++b) {
-    S* xb = &x[static_cast<std::size_t>(b) * z.sequence() * D];
-    for (int c = 0; c < D; ++c) xb[c] = q.cls[c];
-    for (int i = 0; i < z.visual; ++i)
-      for (int c = 0; c < D; ++c)
-        xb[(1 + i) * D + c] = q.visual[(static_cast<std::size_t>(b) * z.visual + i) * D + c] +
-                              q.type_embed[c] + q.pos_visual[i * D + c];
-    for (int j = 0; j < z.eeg; ++j)
-      for (int c = 0; c < D; ++c)
-        xb[(1 + z.visual + j) * D + c] = q.eeg[(static_cast<std::size_t>(b) * z.eeg + j) * D + c] +
-                                         q.type_embed[D + c] + q.pos_eeg[j * D + c];
-  }
-  return x;
+  return refs::token_assembly_forward(z, q);
 }
 
+// start: dcls, dtype_embed, dpos_visual, dpos_eeg before backward.
 template <class S>
-struct BackwardRef {
-  std::vector<S> dvisual, deeg, dcls, dtype_embed, dpos_visual, dpos_eeg;
-};
-
-// The parameter gradients start from the given values (+=); sums in the obvious order.
-template <class S>
-BackwardRef<S> backward_ref(const Shape& z, const std::vector<float>& dtokens_f,
-                            const Outputs& start) {
-  const int D = z.width;
-  const auto dx = cast<S>(dtokens_f);
-  BackwardRef<S> r{std::vector<S>(z.visual_size()),
-                   std::vector<S>(z.eeg_size()),
-                   cast<S>(start[0]),
-                   cast<S>(start[1]),
-                   cast<S>(start[2]),
-                   cast<S>(start[3])};
-  for (int b = 0; b < z.batch; ++b) {
-    const S* xb = &dx[static_cast<std::size_t>(b) * z.sequence() * D];
-    for (int c = 0; c < D; ++c) r.dcls[c] += xb[c];
-    for (int i = 0; i < z.visual; ++i)
-      for (int c = 0; c < D; ++c) {
-        const S g = xb[(1 + i) * D + c];
-        r.dvisual[(static_cast<std::size_t>(b) * z.visual + i) * D + c] = g;
-        r.dtype_embed[c] += g;
-        r.dpos_visual[i * D + c] += g;
-      }
-    for (int j = 0; j < z.eeg; ++j)
-      for (int c = 0; c < D; ++c) {
-        const S g = xb[(1 + z.visual + j) * D + c];
-        r.deeg[(static_cast<std::size_t>(b) * z.eeg + j) * D + c] = g;
-        r.dtype_embed[D + c] += g;
-        r.dpos_eeg[j * D + c] += g;
-      }
-  }
-  return r;
+refs::TokenAssemblyBackward<S> backward_ref(const Shape& z, const std::vector<float>& dtokens,
+                                            const Outputs& start) {
+  return refs::token_assembly_backward(z, refs::as<S>(dtokens), refs::as<S>(start[0]),
+                                       refs::as<S>(start[1]), refs::as<S>(start[2]),
+                                       refs::as<S>(start[3]));
 }
 
 // ---- the kernels ------------------------------------------------------------------------
@@ -232,25 +173,10 @@ TEST_SUITE("tokens") {
                             std::vector<float>(z.eeg * z.width)};
       const auto got = milmer::test::under_every_schedule([&] { return run_backward(in, zero); });
       auto q = params_of<double>(in);
-      const auto dy = cast<double>(in.dtokens);
-      const auto loss = [&] {
-        const auto x = forward_ref<double>(z, q);
-        double l = 0;
-        for (std::size_t i = 0; i < x.size(); ++i) l += x[i] * dy[i];
-        return l;
-      };
+      const auto dy = refs::as<double>(in.dtokens);
+      const auto loss = [&] { return refs::dot(forward_ref<double>(z, q), dy); };
       const auto central = [&](std::vector<double>& v) {
-        std::vector<double> g(v.size());
-        for (std::size_t i = 0; i < v.size(); ++i) {
-          const double kept = v[i], h = 1e-5;
-          v[i] = kept + h;
-          const double up = loss();
-          v[i] = kept - h;
-          const double down = loss();
-          v[i] = kept;
-          g[i] = (up - down) / (2 * h);
-        }
-        return g;
+        return milmer::test::central_differences(v, loss, 1e-5);
       };
       const auto r32 = backward_ref<float>(z, in.dtokens, zero);
       check_close(got[0], central(q.visual), r32.dvisual, "dvisual vs finite differences");
@@ -268,12 +194,18 @@ TEST_SUITE("tokens") {
     const Shape z{14, 64, 32, 40};
     const auto in = make_inputs(z, 300);
     const auto start = start_grads(z, 310);
+#if MILMER_TARGET_HOST
     milmer::emu::reset_counters();
+#endif
     const auto first = run_backward(in, start);
+#if MILMER_TARGET_HOST
     CHECK(milmer::emu::counters().launches == 2);
     milmer::emu::set_schedule(milmer::emu::Schedule::random, 4242);
+#endif
     CHECK(run_backward(in, start) == first);
+#if MILMER_TARGET_HOST
     milmer::emu::set_schedule(milmer::emu::Schedule::seq, 0);
+#endif
   }
 
   TEST_CASE("cls_gather takes token 0; cls_scatter_add adds into token 0 only") {

@@ -15,15 +15,11 @@
 
 namespace watest {
 
-using milmer::reference::WindowAttentionSizes;
+namespace refs = milmer::reference;
 using milmer::test::check_close;
 using milmer::test::DeviceVector;
 using milmer::test::random_vector;
-
-template <class Scalar>
-std::vector<Scalar> as(const std::vector<float>& v) {
-  return std::vector<Scalar>(v.begin(), v.end());
-}
+using refs::WindowAttentionSizes;
 
 std::size_t qkv_size(const WindowAttentionSizes& z) {
   return std::size_t(z.batch) * z.padded_height() * z.padded_width() * 3 * z.channels();
@@ -50,7 +46,7 @@ Problem make_problem(const WindowAttentionSizes& z, std::uint64_t seed) {
   Problem p{z, {}, {}, {}, {}, {}, {}};
   p.qkv = random_vector(std::size_t(z.batch) * z.height * z.width * 3 * z.channels(), seed, -2, 2);
   p.qkv_bias = random_vector(3 * std::size_t(z.channels()), seed + 1, -1, 1);
-  p.qkv_padded = milmer::reference::window_attention_pad(p.qkv, p.qkv_bias, z);
+  p.qkv_padded = refs::window_attention_pad(p.qkv, p.qkv_bias, z);
   p.table = random_vector(table_size(z), seed + 2, -1, 1);
   p.dout = random_vector(out_size(z), seed + 3, -1, 1);
   p.d_table_init = random_vector(table_size(z), seed + 4, -1, 1);
@@ -121,8 +117,8 @@ void check_forward(const WindowAttentionSizes& z, std::uint64_t seed) {
   const Problem p = make_problem(z, seed);
   const auto got = milmer::test::under_every_schedule([&] { return run_forward(p); });
   const auto ref =
-      milmer::reference::window_attention_forward(as<double>(p.qkv_padded), as<double>(p.table), z);
-  const auto plain = milmer::reference::window_attention_forward(p.qkv_padded, p.table, z);
+      refs::window_attention_forward(refs::as<double>(p.qkv_padded), refs::as<double>(p.table), z);
+  const auto plain = refs::window_attention_forward(p.qkv_padded, p.table, z);
   check_close(got[0], ref.out, plain.out, "out");
   check_close(got[1], ref.lse, plain.lse, "lse");
 }
@@ -131,9 +127,9 @@ void check_backward(const WindowAttentionSizes& z, std::uint64_t seed) {
   INFO(describe(z));
   const Problem p = make_problem(z, seed);
   const auto got = milmer::test::under_every_schedule([&] { return run_backward(p); });
-  const auto ref = milmer::reference::window_attention_backward(
-      as<double>(p.dout), as<double>(p.qkv_padded), as<double>(p.table), z);
-  const auto plain = milmer::reference::window_attention_backward(p.dout, p.qkv_padded, p.table, z);
+  const auto ref = refs::window_attention_backward(
+      refs::as<double>(p.dout), refs::as<double>(p.qkv_padded), refs::as<double>(p.table), z);
+  const auto plain = refs::window_attention_backward(p.dout, p.qkv_padded, p.table, z);
   check_close(got[0], ref.dqkv, plain.dqkv, "dqkv");
   // d_table accumulates: the expected value is the initial content plus this call's gradient.
   std::vector<double> table_ref(ref.d_table);
@@ -157,26 +153,12 @@ const std::vector<WindowAttentionSizes> kShapes = {
 // Loss = sum(out * dout) of the fp64 composition, for finite differences.
 double reference_loss(const std::vector<double>& qkv_padded, const std::vector<double>& table,
                       const std::vector<double>& dout, const WindowAttentionSizes& z) {
-  const auto out = milmer::reference::window_attention_forward(qkv_padded, table, z).out;
-  double loss = 0;
-  for (std::size_t i = 0; i < out.size(); ++i) loss += out[i] * dout[i];
-  return loss;
+  return refs::dot(refs::window_attention_forward(qkv_padded, table, z).out, dout);
 }
 
 std::vector<double> central_differences(std::vector<double>& x,
                                         const std::function<double()>& loss) {
-  const double h = 1e-5;
-  std::vector<double> g(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double keep = x[i];
-    x[i] = keep + h;
-    const double up = loss();
-    x[i] = keep - h;
-    const double down = loss();
-    x[i] = keep;
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
+  return milmer::test::central_differences(x, loss, 1e-5);
 }
 
 void check_against_differences(const std::vector<double>& analytic, const std::vector<double>& fd,
@@ -209,18 +191,18 @@ TEST_SUITE("window_attention") {
     // Padded (5x6 -> 8x8) and shifted, so the gradient flows through every step.
     const WindowAttentionSizes z{1, 5, 6, 2, 4, 4, 2};
     const Problem p = make_problem(z, 7);
-    auto qkv = as<double>(p.qkv_padded), table = as<double>(p.table), dout = as<double>(p.dout);
+    auto qkv = refs::as<double>(p.qkv_padded), table = refs::as<double>(p.table),
+         dout = refs::as<double>(p.dout);
     const auto loss = [&] { return reference_loss(qkv, table, dout, z); };
     const auto fd_qkv = central_differences(qkv, loss);
     const auto fd_table = central_differences(table, loss);
 
-    const auto ref = milmer::reference::window_attention_backward(dout, qkv, table, z);
+    const auto ref = refs::window_attention_backward(dout, qkv, table, z);
     check_against_differences(ref.dqkv, fd_qkv, "dqkv");
     check_against_differences(ref.d_table, fd_table, "d_table");
 
     const auto got = run_backward(p);
-    const auto plain =
-        milmer::reference::window_attention_backward(p.dout, p.qkv_padded, p.table, z);
+    const auto plain = refs::window_attention_backward(p.dout, p.qkv_padded, p.table, z);
     check_close(got[0], fd_qkv, plain.dqkv, "dqkv vs finite differences");
     std::vector<float> d_table(got[1]);
     for (std::size_t i = 0; i < d_table.size(); ++i) d_table[i] -= p.d_table_init[i];
@@ -228,11 +210,10 @@ TEST_SUITE("window_attention") {
 
     // The padding contract: padded tokens hold the projection bias, so the bias's gradient
     // through this op is the sum of dqkv over the padded tokens.
-    auto bias = as<double>(p.qkv_bias);
-    const auto unpadded = as<double>(p.qkv);
+    auto bias = refs::as<double>(p.qkv_bias);
+    const auto unpadded = refs::as<double>(p.qkv);
     const auto fd_bias = central_differences(bias, [&] {
-      return reference_loss(milmer::reference::window_attention_pad(unpadded, bias, z), table, dout,
-                            z);
+      return reference_loss(refs::window_attention_pad(unpadded, bias, z), table, dout, z);
     });
     const int K = 3 * z.channels();
     std::vector<double> bias_from_kernel(K, 0.0);
@@ -256,7 +237,7 @@ TEST_SUITE("window_attention") {
     // [0, 4), [4, 6), [6, 8) and the same for columns; window 3 (bottom right) holds four
     // regions, window 0 one.
     const WindowAttentionSizes z{1, 8, 8, 1, 1, 4, 2};
-    const auto mask = milmer::reference::window_attention_shift_mask<double>(z);
+    const auto mask = refs::window_attention_shift_mask<double>(z);
     const int N = 16;
     for (int i = 0; i < N * N; ++i) CHECK(mask[i] == 0.0);
     auto at = [&](int w, int i, int j) { return mask[(std::size_t(w) * N + i) * N + j]; };
@@ -266,7 +247,7 @@ TEST_SUITE("window_attention") {
     CHECK(at(3, 10, 15) == 0.0);    // (2,2) and (3,3): region 8
     CHECK(at(1, 0, 3) == -100.0);   // window (0,1): columns 4,5 vs 6,7
     CHECK(at(2, 0, 15) == -100.0);  // window (1,0): rows 4,5 vs 6,7
-    const auto index = milmer::reference::window_attention_relative_index(2);
+    const auto index = refs::window_attention_relative_index(2);
     CHECK(index == std::vector<int>{4, 3, 1, 0, 5, 4, 2, 1, 7, 6, 4, 3, 8, 7, 5, 4});
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j)

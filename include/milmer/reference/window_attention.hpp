@@ -80,6 +80,17 @@ void window_attention_partition(std::vector<Scalar>& map, std::vector<Scalar>& w
       }
 }
 
+// roll(-s, -s), then window_partition of a (B, Hp, Wp, K) map: (B * windows, N, K).
+template <class Scalar>
+std::vector<Scalar> window_attention_shifted_windows(const std::vector<Scalar>& map,
+                                                     const WindowAttentionSizes& z, int K) {
+  const int Hp = z.padded_height(), Wp = z.padded_width();
+  std::vector<Scalar> shifted = window_attention_roll(map, z.batch, Hp, Wp, K, -z.shift);
+  std::vector<Scalar> windows(shifted.size());
+  window_attention_partition(shifted, windows, z.batch, Hp, Wp, K, z.window, true);
+  return windows;
+}
+
 // get_attn_mask: region labels of the shifted padded map, partitioned; (windows, N, N).
 template <class Scalar>
 std::vector<Scalar> window_attention_shift_mask(const WindowAttentionSizes& z) {
@@ -159,9 +170,7 @@ WindowAttentionForwardResult<Scalar> window_attention_forward(const std::vector<
                                                               const WindowAttentionSizes& z) {
   const int Hp = z.padded_height(), Wp = z.padded_width(), C = z.channels(), N = z.tokens();
   const int D = z.head_dim, windows = z.windows(), batch_windows = z.batch * windows;
-  std::vector<Scalar> shifted = window_attention_roll(qkv_padded, z.batch, Hp, Wp, 3 * C, -z.shift);
-  std::vector<Scalar> qkv_windows(shifted.size());
-  window_attention_partition(shifted, qkv_windows, z.batch, Hp, Wp, 3 * C, z.window, true);
+  const auto qkv_windows = window_attention_shifted_windows(qkv_padded, z, 3 * C);
   const auto mask = window_attention_shift_mask<Scalar>(z);
   const auto index = window_attention_relative_index(z.window);
 
@@ -217,13 +226,8 @@ WindowAttentionBackwardResult<Scalar> window_attention_backward(
         for (int c = 0; c < C; ++c)
           dout_padded[((static_cast<std::size_t>(b) * Hp + y) * Wp + x) * C + c] =
               dout[((static_cast<std::size_t>(b) * z.height + y) * z.width + x) * C + c];
-  std::vector<Scalar> dout_shifted =
-      window_attention_roll(dout_padded, z.batch, Hp, Wp, C, -z.shift);
-  std::vector<Scalar> dout_windows(dout_shifted.size());
-  window_attention_partition(dout_shifted, dout_windows, z.batch, Hp, Wp, C, z.window, true);
-  std::vector<Scalar> shifted = window_attention_roll(qkv_padded, z.batch, Hp, Wp, 3 * C, -z.shift);
-  std::vector<Scalar> qkv_windows(shifted.size());
-  window_attention_partition(shifted, qkv_windows, z.batch, Hp, Wp, 3 * C, z.window, true);
+  auto dout_windows = window_attention_shifted_windows(dout_padded, z, C);
+  auto qkv_windows = window_attention_shifted_windows(qkv_padded, z, 3 * C);
   const auto mask = window_attention_shift_mask<Scalar>(z);
   const auto index = window_attention_relative_index(z.window);
 
