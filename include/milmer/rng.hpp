@@ -59,8 +59,10 @@ inline float philox_normal(std::uint64_t seed, std::uint64_t offset, std::uint64
   return std * std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853071795864f * u2);
 }
 
-// The Philox seed of training step `step` of a run seeded `seed` (a SplitMix64 finaliser):
-// a pure function of the two, so a resumed run draws the same dropout and drop-path masks.
+// The Philox seed of training step `step` of a run seeded `seed`: a pure function of the
+// two, so a resumed run draws the same dropout and drop-path masks. A SplitMix64-style
+// finaliser with shifts of its own (31, 29), not SplitMix64::next's mix below: it is kept
+// as it is because every dropout mask, and so every trained result, depends on it.
 inline std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) {
   std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(step) + 1;
   x ^= x >> 31;
