@@ -63,7 +63,6 @@ LAUNCH = {
     "sum_partials<float>": (256, 0, ""),
     "residual_layernorm_forward_rows<float>": (256, 0, "one warp per row"),
     "residual_layernorm_backward_rows<float>": (256, 3 * 768 * 4, "W = 768: 3W float partials"),
-    "residual_layernorm_sum_partials<float>": (256, 0, ""),
     "window_attention_forward_kernel<float>": (128, wa_smem(3), "window 7, head_dim 32"),
     "window_attention_backward_kernel<float>": (128, wa_smem(4), "window 7, head_dim 32"),
     "window_attention_table_grad_reduce<float>": (128, 0, ""),

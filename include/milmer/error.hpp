@@ -45,9 +45,19 @@ std::string str(const T&... v) {
 }
 
 // Throws Error when cond is false. Use for argument validation in launchers and loaders.
+// Its four strings are built before the call, pass or fail; on hot paths (every launch) use
+// MILMER_CHECK, which builds them only when the check fails.
 inline void check(bool cond, const std::string& op, const std::string& argument,
                   const std::string& expected, const std::string& got) {
   if (!cond) throw Error(op, argument, expected, got);
 }
 
 }  // namespace milmer
+
+// check() with lazy formatting: `expected` and `got` (and op and argument) are expressions
+// evaluated only when cond is false, so a passing check costs the comparison alone:
+//   MILMER_CHECK(n <= cap, op, "x", str("at most ", cap, " elements"), str(n));
+#define MILMER_CHECK(cond, op, argument, expected, got)                      \
+  do {                                                                       \
+    if (!(cond)) throw ::milmer::Error((op), (argument), (expected), (got)); \
+  } while (0)

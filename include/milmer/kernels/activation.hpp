@@ -1,4 +1,6 @@
 // Activations: GELU (exact erf form, PyTorch's `gelu` default) and ReLU, forward and backward.
+// The functors (kernels::Gelu, kernels::Relu) are device_common.hpp's, shared with the GEMM
+// epilogues; the kernels are its element-wise map.
 //
 // Math (x: the activation's input, saved by forward's caller; dy: gradient of its output)
 //   gelu(x)   = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
@@ -22,63 +24,42 @@
 #include <type_traits>
 
 #include "milmer/context.hpp"
-#include "milmer/kernels/elementwise.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
 namespace milmer::kernels {
 
-struct Gelu {
-  static __device__ inline float forward(float x) {
-    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-  }
-  static __device__ inline float backward(float x, float dy) {
-    const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-    const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
-    return dy * (cdf + x * pdf);
+// An activation's forward and backward as map functors; Op is one of device_common.hpp's
+// activation functors (Gelu, Relu).
+template <class Op>
+struct ActivationForward {
+  MILMER_HD float operator()(std::int64_t, const float (&x)[1]) const { return Op::forward(x[0]); }
+};
+// Inputs (x, dy).
+template <class Op>
+struct ActivationBackward {
+  MILMER_HD float operator()(std::int64_t, const float (&x)[2]) const {
+    return Op::backward(x[0], x[1]);
   }
 };
 
-struct Relu {
-  static __device__ inline float forward(float x) { return x > 0.0f ? x : 0.0f; }
-  static __device__ inline float backward(float x, float dy) { return x > 0.0f ? dy : 0.0f; }
-};
-
 template <class Op, class T>
-__global__ void activation_forward_packed(T* out, const T* inp, std::int64_t packs) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= packs) return;
-  const Pack<T> x = reinterpret_cast<const Pack<T>*>(inp)[i];
-  Pack<T> y;
-  for (int k = 0; k < Pack<T>::kWidth; ++k) y.v[k] = from_float<T>(Op::forward(to_float(x.v[k])));
-  reinterpret_cast<Pack<T>*>(out)[i] = y;
+__global__ void activation_forward_packed(T* out, std::int64_t packs, const T* inp) {
+  map_packs(out, packs, ActivationForward<Op>{}, inp);
 }
-
 template <class Op, class T>
-__global__ void activation_forward_scalar(T* out, const T* inp, std::int64_t n) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  out[i] = from_float<T>(Op::forward(to_float(inp[i])));
+__global__ void activation_forward_scalar(T* out, std::int64_t n, const T* inp) {
+  map_elements(out, n, ActivationForward<Op>{}, inp);
 }
-
 template <class Op, class T>
-__global__ void activation_backward_packed(T* dinp, const T* dout, const T* inp,
-                                           std::int64_t packs) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= packs) return;
-  const Pack<T> x = reinterpret_cast<const Pack<T>*>(inp)[i];
-  const Pack<T> dy = reinterpret_cast<const Pack<T>*>(dout)[i];
-  Pack<T> dx;
-  for (int k = 0; k < Pack<T>::kWidth; ++k)
-    dx.v[k] = from_float<T>(Op::backward(to_float(x.v[k]), to_float(dy.v[k])));
-  reinterpret_cast<Pack<T>*>(dinp)[i] = dx;
+__global__ void activation_backward_packed(T* dinp, std::int64_t packs, const T* inp,
+                                           const T* dout) {
+  map_packs(dinp, packs, ActivationBackward<Op>{}, inp, dout);
 }
-
 template <class Op, class T>
-__global__ void activation_backward_scalar(T* dinp, const T* dout, const T* inp, std::int64_t n) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  dinp[i] = from_float<T>(Op::backward(to_float(inp[i]), to_float(dout[i])));
+__global__ void activation_backward_scalar(T* dinp, std::int64_t n, const T* inp, const T* dout) {
+  map_elements(dinp, n, ActivationBackward<Op>{}, inp, dout);
 }
 
 }  // namespace milmer::kernels
@@ -87,21 +68,26 @@ namespace milmer {
 
 namespace detail {
 
+// The launches alone, for callers that have checked their tensors (linear_backward).
+template <class Op, class T>
+void launch_activation_forward(Context& ctx, const char* op, T* out, const T* inp, std::int64_t n) {
+  launch_map(ctx, op, packable<T>(n, out, inp), n, kernels::activation_forward_packed<Op, T>,
+             kernels::activation_forward_scalar<Op, T>, out, inp);
+}
+template <class Op, class T>
+void launch_activation_backward(Context& ctx, const char* op, T* dinp, const T* dout, const T* inp,
+                                std::int64_t n) {
+  launch_map(ctx, op, packable<T>(n, dinp, dout, inp), n,
+             kernels::activation_backward_packed<Op, T>, kernels::activation_backward_scalar<Op, T>,
+             dinp, inp, dout);
+}
+
 template <class Op, class T>
 void activation_forward(Context& ctx, const char* op, TensorView<T> out, TensorView<const T> inp) {
   expect_flat(out, op, "out");
   expect_flat(inp, op, "inp");
   expect_same_shape(inp, out, op, "inp");
-  const std::int64_t n = out.numel();
-  const int threads = kernels::kElementwiseThreads;
-  if (packable<T>(n, out.data, inp.data)) {
-    const std::int64_t packs = n / kernels::Pack<T>::kWidth;
-    launch(kernels::activation_forward_packed<Op, T>, dim3(blocks_for(packs, threads, op)),
-           dim3(threads), 0, ctx.stream(), out.data, inp.data, packs);
-  } else {
-    launch(kernels::activation_forward_scalar<Op, T>, dim3(blocks_for(n, threads, op)),
-           dim3(threads), 0, ctx.stream(), out.data, inp.data, n);
-  }
+  launch_activation_forward<Op>(ctx, op, out.data, inp.data, out.numel());
 }
 
 template <class Op, class T>
@@ -112,16 +98,7 @@ void activation_backward(Context& ctx, const char* op, TensorView<T> dinp, Tenso
   expect_flat(inp, op, "inp");
   expect_same_shape(dout, dinp, op, "dout");
   expect_same_shape(inp, dinp, op, "inp");
-  const std::int64_t n = dinp.numel();
-  const int threads = kernels::kElementwiseThreads;
-  if (packable<T>(n, dinp.data, dout.data, inp.data)) {
-    const std::int64_t packs = n / kernels::Pack<T>::kWidth;
-    launch(kernels::activation_backward_packed<Op, T>, dim3(blocks_for(packs, threads, op)),
-           dim3(threads), 0, ctx.stream(), dinp.data, dout.data, inp.data, packs);
-  } else {
-    launch(kernels::activation_backward_scalar<Op, T>, dim3(blocks_for(n, threads, op)),
-           dim3(threads), 0, ctx.stream(), dinp.data, dout.data, inp.data, n);
-  }
+  launch_activation_backward<Op>(ctx, op, dinp.data, dout.data, inp.data, dinp.numel());
 }
 
 }  // namespace detail

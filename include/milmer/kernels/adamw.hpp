@@ -30,8 +30,9 @@
 //   adamw_kernel: grid-stride, block 256, grid min(ceil(n / 256), 65535 * 8); no shared
 //     memory. Reads p, g, m, v and writes p, m, v: 7 n values (28 n bytes for float).
 //   sum_squares_partial_kernel: grid B = min(ceil(n / 256), kGradNormMaxBlocks), block 256,
-//     static shared 256 floats. Thread i of the grid sums x[i], x[i + 256 B], ... in order, a
-//     fixed tree adds the block's 256 sums; one partial per block. Reads n values.
+//     static shared 256 floats. Thread i of the grid sums x[i], x[i + 256 B], ... in order,
+//     block_sum (device_common.hpp's fixed pairwise tree) adds the block's 256 sums; one
+//     partial per block. Reads n values.
 //   grad_norm_finish_kernel: one block of 256 threads adds the B partials the same way and
 //     writes sqrt(total). The partition depends only on n, so the norm is bit-reproducible.
 //   scale_kernel / clip_by_norm_kernel: grid-stride, block 256; read and write n values.
@@ -43,6 +44,7 @@
 
 #include "milmer/context.hpp"
 #include "milmer/error.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
@@ -88,18 +90,16 @@ MILMER_HD inline float mul_rn(float a, float b) {
 template <class T>
 __global__ void adamw_kernel(T* params, float* m, float* v, const T* grads, std::int64_t n,
                              AdamWScalars s) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
-    const float g = static_cast<float>(grads[i]);
-    float p = static_cast<float>(params[i]) * s.decay;
+  for (std::int64_t i = global_thread_index(); i < n; i += grid_thread_count()) {
+    const float g = to_float(grads[i]);
+    float p = to_float(params[i]) * s.decay;
     float mi = m[i];
     const float diff = g - mi;
     mi = s.w1 < 0.5f ? fmaf(s.w1, diff, mi) : fmaf(-diff, s.one_minus_w1, g);
     const float vi = fmaf(s.w2, g * g, v[i] * s.beta2);
     const float denom = mul_rn(sqrtf(vi), s.inv_bc2_sqrt) + s.eps;
     p = fmaf(s.neg_step_size, mi / denom, p);
-    params[i] = static_cast<T>(p);
+    params[i] = from_float<T>(p);
     m[i] = mi;
     v[i] = vi;
   }
@@ -115,38 +115,24 @@ __global__ void sum_squares_partial_kernel(float* partials, const T* x, std::int
   float sum = 0.0f;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kGradNormThreads + threadIdx.x;
        i < n; i += stride) {
-    const float xi = static_cast<float>(x[i]);
+    const float xi = to_float(x[i]);
     sum = fmaf(xi, xi, sum);
   }
-  sums[threadIdx.x] = sum;
-  __syncthreads();
-  for (int half = kGradNormThreads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) sums[threadIdx.x] += sums[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partials[blockIdx.x] = sums[0];
+  sum = block_sum(sum, sums);
+  if (threadIdx.x == 0) partials[blockIdx.x] = sum;
 }
 
 template <int kThreads>
 __global__ void grad_norm_finish_kernel(float* norm, const float* partials, int count) {
   MILMER_SHARED(float, sums, [kThreads]);
-  float sum = 0.0f;
-  for (int i = threadIdx.x; i < count; i += kThreads) sum += partials[i];
-  sums[threadIdx.x] = sum;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) sums[threadIdx.x] += sums[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) norm[0] = sqrtf(sums[0]);
+  const float total = block_sum_of(partials, count, sums);
+  if (threadIdx.x == 0) norm[0] = sqrtf(total);
 }
 
 template <class T>
 __global__ void scale_kernel(T* x, std::int64_t n, float scale) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride)
-    x[i] = static_cast<T>(static_cast<float>(x[i]) * scale);
+  for (std::int64_t i = global_thread_index(); i < n; i += grid_thread_count())
+    x[i] = from_float<T>(to_float(x[i]) * scale);
 }
 
 // torch.nn.utils.clip_grad_norm_: coef = min(max_norm / (norm + 1e-6), 1); x *= coef. The norm
@@ -154,36 +140,21 @@ __global__ void scale_kernel(T* x, std::int64_t n, float scale) {
 template <class T>
 __global__ void clip_by_norm_kernel(T* x, std::int64_t n, const float* norm, float max_norm) {
   const float coef = fminf(max_norm / (norm[0] + 1e-6f), 1.0f);
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride)
-    x[i] = static_cast<T>(static_cast<float>(x[i]) * coef);
+  for (std::int64_t i = global_thread_index(); i < n; i += grid_thread_count())
+    x[i] = from_float<T>(to_float(x[i]) * coef);
 }
 
 }  // namespace milmer::kernels
 
 namespace milmer {
 
-namespace adamw_detail {
-
-inline constexpr int kThreads = 256;
-
-inline dim3 grid_for(std::int64_t n) {
-  const std::int64_t blocks = (n + kThreads - 1) / kThreads;
-  return dim3(static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8));
-}
-
-template <class T>
-std::int64_t expect_flat(const TensorView<T>& t, const char* op, const char* name, std::int64_t n) {
-  expect(t, op, name, {n});
-  return t.shape[0];
-}
+namespace detail {
 
 inline void check_hyper(bool ok, const char* name, const char* expected, double got) {
-  check(ok, "adamw_update", name, expected, str(got));
+  MILMER_CHECK(ok, "adamw_update", name, expected, str(got));
 }
 
-}  // namespace adamw_detail
+}  // namespace detail
 
 // The host-side scalars of step `step` (1-based), as PyTorch computes them.
 inline kernels::AdamWScalars adamw_scalars(const AdamWConfig& c, int step) {
@@ -212,22 +183,22 @@ void adamw_update(Context& ctx, TensorView<T> params, TensorView<float> m, Tenso
   constexpr const char* op = "adamw_update";
   expect(params, op, "params", {-1});
   const std::int64_t n = params.shape[0];
-  adamw_detail::expect_flat(m, op, "m", n);
-  adamw_detail::expect_flat(v, op, "v", n);
-  adamw_detail::expect_flat(grads, op, "grads", n);
-  check(step >= 1, op, "step", "a 1-based step count >= 1", str(step));
-  adamw_detail::check_hyper(config.lr >= 0.0 && std::isfinite(config.lr), "lr",
-                            "a finite value >= 0", config.lr);
-  adamw_detail::check_hyper(config.beta1 >= 0.0 && config.beta1 < 1.0, "beta1", "0 <= beta1 < 1",
-                            config.beta1);
-  adamw_detail::check_hyper(config.beta2 >= 0.0 && config.beta2 < 1.0, "beta2", "0 <= beta2 < 1",
-                            config.beta2);
-  adamw_detail::check_hyper(config.eps >= 0.0 && std::isfinite(config.eps), "eps",
-                            "a finite value >= 0", config.eps);
-  adamw_detail::check_hyper(config.weight_decay >= 0.0 && std::isfinite(config.weight_decay),
-                            "weight_decay", "a finite value >= 0", config.weight_decay);
-  launch(kernels::adamw_kernel<T>, adamw_detail::grid_for(n), dim3(adamw_detail::kThreads), 0,
-         ctx.stream(), params.data, m.data, v.data, grads.data, n, adamw_scalars(config, step));
+  expect(m, op, "m", {n});
+  expect(v, op, "v", {n});
+  expect(grads, op, "grads", {n});
+  MILMER_CHECK(step >= 1, op, "step", "a 1-based step count >= 1", str(step));
+  detail::check_hyper(config.lr >= 0.0 && std::isfinite(config.lr), "lr", "a finite value >= 0",
+                      config.lr);
+  detail::check_hyper(config.beta1 >= 0.0 && config.beta1 < 1.0, "beta1", "0 <= beta1 < 1",
+                      config.beta1);
+  detail::check_hyper(config.beta2 >= 0.0 && config.beta2 < 1.0, "beta2", "0 <= beta2 < 1",
+                      config.beta2);
+  detail::check_hyper(config.eps >= 0.0 && std::isfinite(config.eps), "eps", "a finite value >= 0",
+                      config.eps);
+  detail::check_hyper(config.weight_decay >= 0.0 && std::isfinite(config.weight_decay),
+                      "weight_decay", "a finite value >= 0", config.weight_decay);
+  detail::launch_grid_stride(ctx, n, kernels::adamw_kernel<T>, params.data, m.data, v.data,
+                             grads.data, n, adamw_scalars(config, step));
 }
 
 // norm (1, device) = sqrt(sum of grads^2) over the flat gradient arena, deterministic: two
@@ -242,9 +213,8 @@ void global_grad_norm(Context& ctx, TensorView<float> norm, TensorView<float> sc
   expect(norm, op, "norm", {1});
   expect(scratch, op, "scratch", {kernels::kGradNormMaxBlocks});
   const std::int64_t n = grads.shape[0];
-  const std::int64_t wanted = (n + kernels::kGradNormThreads - 1) / kernels::kGradNormThreads;
-  const int blocks =
-      static_cast<int>(wanted < kernels::kGradNormMaxBlocks ? wanted : kernels::kGradNormMaxBlocks);
+  const int blocks = static_cast<int>(
+      detail::grid_stride_blocks(n, kernels::kGradNormThreads, kernels::kGradNormMaxBlocks));
   launch(kernels::sum_squares_partial_kernel<T>, dim3(blocks), dim3(kernels::kGradNormThreads), 0,
          ctx.stream(), scratch.data, static_cast<const T*>(grads.data), n);
   launch(kernels::grad_norm_finish_kernel<kernels::kGradNormThreads>, dim3(1),
@@ -257,9 +227,8 @@ template <class T>
 void scale_inplace(Context& ctx, TensorView<T> x, float scale) {
   constexpr const char* op = "scale_inplace";
   expect(x, op, "x", {-1});
-  check(std::isfinite(scale), op, "scale", "a finite value", str(scale));
-  launch(kernels::scale_kernel<T>, adamw_detail::grid_for(x.shape[0]), dim3(adamw_detail::kThreads),
-         0, ctx.stream(), x.data, x.shape[0], scale);
+  MILMER_CHECK(std::isfinite(scale), op, "scale", "a finite value", str(scale));
+  detail::launch_grid_stride(ctx, x.shape[0], kernels::scale_kernel<T>, x.data, x.shape[0], scale);
 }
 
 // Clipping by global norm, as torch.nn.utils.clip_grad_norm_: grads *= min(max_norm / (norm +
@@ -270,11 +239,10 @@ void clip_grad_norm_inplace(Context& ctx, TensorView<T> grads, TensorView<const 
   constexpr const char* op = "clip_grad_norm_inplace";
   expect(grads, op, "grads", {-1});
   expect(norm, op, "norm", {1});
-  check(max_norm > 0.0f && std::isfinite(max_norm), op, "max_norm", "a finite value > 0",
-        str(max_norm));
-  launch(kernels::clip_by_norm_kernel<T>, adamw_detail::grid_for(grads.shape[0]),
-         dim3(adamw_detail::kThreads), 0, ctx.stream(), grads.data, grads.shape[0], norm.data,
-         max_norm);
+  MILMER_CHECK(max_norm > 0.0f && std::isfinite(max_norm), op, "max_norm", "a finite value > 0",
+               str(max_norm));
+  detail::launch_grid_stride(ctx, grads.shape[0], kernels::clip_by_norm_kernel<T>, grads.data,
+                             grads.shape[0], norm.data, max_norm);
 }
 
 }  // namespace milmer

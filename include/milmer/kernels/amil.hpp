@@ -57,6 +57,7 @@
 #include <cstdint>
 
 #include "milmer/context.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/kernels/gemm.hpp"
 #include "milmer/kernels/topk.hpp"
 #include "milmer/platform.hpp"
@@ -68,31 +69,6 @@ inline constexpr int kAmilThreads = 256;
 inline constexpr int kAmilMaxFrames = 512;
 using AmilTopK = BlockTopK<kAmilThreads, kAmilMaxFrames / kAmilThreads>;
 
-__device__ inline float amil_warp_sum(float v) {
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ inline float amil_warp_max(float v) {
-  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Sum over the block in a fixed order (lane partials, a warp tree, then warp 0 over the
-// warps in order); every thread gets the result. `scratch` holds 32 floats of shared memory.
-__device__ inline float amil_block_sum(float v, float* scratch) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  v = amil_warp_sum(v);
-  __syncthreads();  // scratch may still be read by a previous call
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = amil_warp_sum(lane < warps ? scratch[lane] : 0.0f);
-    if (lane == 0) scratch[0] = v;
-  }
-  __syncthreads();
-  return scratch[0];
-}
-
 template <class T>
 __global__ void __launch_bounds__(kAmilThreads)
     amil_pool_forward_kernel(float* e, const T* x, int tokens, int dim) {
@@ -101,8 +77,7 @@ __global__ void __launch_bounds__(kAmilThreads)
   const std::int64_t frame = blockIdx.y;
   const T* src = x + frame * tokens * dim + d;
   float sum = 0.0f;
-  for (int m = 0; m < tokens; ++m)
-    sum += static_cast<float>(src[static_cast<std::int64_t>(m) * dim]);
+  for (int m = 0; m < tokens; ++m) sum += to_float(src[static_cast<std::int64_t>(m) * dim]);
   e[frame * dim + d] = sum / static_cast<float>(tokens);
 }
 
@@ -118,7 +93,7 @@ MILMER_KERNEL void __launch_bounds__(128)
     hr[l] = t;
     part += w[l] * t;
   }
-  part = amil_warp_sum(part);
+  part = warp_sum(part);
   if (lane == 0) s[row] = part + bw[0];
 }
 
@@ -135,10 +110,10 @@ __global__ void __launch_bounds__(kAmilThreads)
   if (warp == 0) {  // softmax over the frames, by one warp (F is small)
     float mx = -INFINITY;
     for (int f = lane; f < frames; f += 32) mx = fmaxf(mx, sb[f]);
-    mx = amil_warp_max(mx);
+    mx = warp_max(mx);
     float sum = 0.0f;
     for (int f = lane; f < frames; f += 32) sum += (a_s[f] = expf(sb[f] - mx));
-    const float inv = 1.0f / amil_warp_sum(sum);
+    const float inv = 1.0f / warp_sum(sum);
     for (int f = lane; f < frames; f += 32) a_s[f] *= inv;
   }
   __syncthreads();
@@ -147,7 +122,7 @@ __global__ void __launch_bounds__(kAmilThreads)
   if (warp == 0) {
     float sel = 0.0f;
     for (int j = lane; j < k; j += 32) sel += a_s[top_s[j]];
-    const float mean = amil_warp_sum(sel) / static_cast<float>(k);
+    const float mean = warp_sum(sel) / static_cast<float>(k);
     for (int j = lane; j < k; j += 32) gate_s[j] = a_s[top_s[j]] / mean;
   }
   __syncthreads();
@@ -163,11 +138,10 @@ __global__ void __launch_bounds__(kAmilThreads)
   const std::int64_t total = k * frame_size;
   const T* xb = x + static_cast<std::int64_t>(b) * frames * frame_size;
   T* zb = z + b * total;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  for (std::int64_t i = global_thread_index(); i < total; i += grid_thread_count()) {
     const int j = static_cast<int>(i / frame_size);
     const std::int64_t within = i - j * frame_size;
-    zb[i] = static_cast<T>(gate_s[j] * static_cast<float>(xb[top_s[j] * frame_size + within]));
+    zb[i] = from_float<T>(gate_s[j] * to_float(xb[top_s[j] * frame_size + within]));
   }
 }
 
@@ -177,7 +151,7 @@ template <class T>
 __global__ void __launch_bounds__(kAmilThreads)
     amil_select_backward_kernel(T* dx, float* dg_by_frame, const T* dz, const T* x, const int* topk,
                                 const float* gates, int frames, int tokens, int dim, int k) {
-  MILMER_SHARED(float, scratch, [32]);
+  MILMER_SHARED(float, scratch, [kAmilThreads]);
   const int f = blockIdx.x, b = blockIdx.y;
   int slot = -1;
   for (int j = 0; j < k; ++j)
@@ -187,7 +161,7 @@ __global__ void __launch_bounds__(kAmilThreads)
   T* dxf = dx + frame * frame_size;
   if (slot < 0) {
     for (std::int64_t i = threadIdx.x; i < frame_size; i += blockDim.x)
-      dxf[i] = static_cast<T>(0.0f);
+      dxf[i] = from_float<T>(0.0f);
     if (threadIdx.x == 0) dg_by_frame[frame] = 0.0f;
     return;  // block-uniform
   }
@@ -196,11 +170,11 @@ __global__ void __launch_bounds__(kAmilThreads)
   const T* xf = x + frame * frame_size;
   float part = 0.0f;
   for (std::int64_t i = threadIdx.x; i < frame_size; i += blockDim.x) {
-    const float grad = static_cast<float>(dzk[i]);
-    dxf[i] = static_cast<T>(g * grad);
-    part += grad * static_cast<float>(xf[i]);
+    const float grad = to_float(dzk[i]);
+    dxf[i] = from_float<T>(g * grad);
+    part += grad * to_float(xf[i]);
   }
-  const float dg = amil_block_sum(part, scratch);
+  const float dg = block_sum(part, scratch);
   if (threadIdx.x == 0) dg_by_frame[frame] = dg;
 }
 
@@ -217,7 +191,7 @@ MILMER_KERNEL void __launch_bounds__(32)
     dg_s[j] = dsb[tb[j]];
     gdg += gb[j] * dg_s[j];
   }
-  const float c = amil_warp_sum(gdg) / static_cast<float>(k);  // also orders the reads above
+  const float c = warp_sum(gdg) / static_cast<float>(k);  // also orders the reads above
   for (int f = lane; f < frames; f += 32) dsb[f] = 0.0f;
   __syncwarp();
   for (int j = lane; j < k; j += 32) dsb[tb[j]] = gb[j] * (dg_s[j] - c);
@@ -245,11 +219,10 @@ __global__ void __launch_bounds__(kAmilThreads)
                               int dim) {
   const std::int64_t total = frames_total * tokens * dim;
   const float inv = 1.0f / static_cast<float>(tokens);
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  for (std::int64_t i = global_thread_index(); i < total; i += grid_thread_count()) {
     const std::int64_t frame = i / (static_cast<std::int64_t>(tokens) * dim);
     const int d = static_cast<int>(i % dim);
-    dx[i] = static_cast<T>(static_cast<float>(dx[i]) + de[frame * dim + d] * inv);
+    dx[i] = from_float<T>(to_float(dx[i]) + de[frame * dim + d] * inv);
   }
 }
 
@@ -259,19 +232,38 @@ namespace milmer {
 
 namespace detail {
 
-inline unsigned amil_grid_blocks(std::int64_t work, std::int64_t per_block, std::int64_t cap) {
-  std::int64_t n = (work + per_block - 1) / per_block;
-  if (n > cap) n = cap;
-  return static_cast<unsigned>(n < 1 ? 1 : n);
-}
-
 inline void amil_check_k(const char* op, int k, std::int64_t frames) {
-  check(k >= 1 && k <= frames, op, "k", str("1 <= k <= F = ", frames), std::to_string(k));
+  MILMER_CHECK(k >= 1 && k <= frames, op, "k", str("1 <= k <= F = ", frames), std::to_string(k));
 }
 
 inline void amil_check_frames(const char* op, std::int64_t frames) {
-  check(frames <= kernels::kAmilMaxFrames, op, "x",
-        str("at most ", kernels::kAmilMaxFrames, " frames per sample"), std::to_string(frames));
+  MILMER_CHECK(frames <= kernels::kAmilMaxFrames, op, "x",
+               str("at most ", kernels::kAmilMaxFrames, " frames per sample"),
+               std::to_string(frames));
+}
+
+struct AmilSizes {
+  std::int64_t batch, frames, tokens, dim;
+};
+// x (B, F, M, D) of the selection ops: at most kAmilMaxFrames frames, B <= 65535.
+template <class T>
+AmilSizes amil_x_sizes(const char* op, const TensorView<T>& x) {
+  expect(x, op, "x", {-1, -1, -1, -1});
+  const AmilSizes z{x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
+  amil_check_frames(op, z.frames);
+  MILMER_CHECK(z.batch <= 65535, op, "x", "B <= 65535", std::to_string(z.batch));
+  return z;
+}
+
+struct AmilScoreSizes {
+  std::int64_t batch, frames, dim, hidden;
+};
+// e (B, F, D) and V (L, D) of the scoring ops.
+inline AmilScoreSizes amil_score_sizes(const char* op, const TensorView<const float>& e,
+                                       const TensorView<const float>& v_weight) {
+  expect(e, op, "e", {-1, -1, -1});
+  expect(v_weight, op, "V", {-1, e.dim(2)});
+  return {e.dim(0), e.dim(1), e.dim(2), v_weight.dim(0)};
 }
 
 }  // namespace detail
@@ -283,9 +275,9 @@ void amil_pool_forward(Context& ctx, TensorView<float> e, TensorView<const T> x)
   expect(x, op, "x", {-1, -1, -1, -1});
   const std::int64_t batch = x.dim(0), frames = x.dim(1), tokens = x.dim(2), dim = x.dim(3);
   expect(e, op, "e", {batch, frames, dim});
-  check(batch * frames <= 65535, op, "x", "B * F <= 65535", std::to_string(batch * frames));
+  MILMER_CHECK(batch * frames <= 65535, op, "x", "B * F <= 65535", std::to_string(batch * frames));
   launch(kernels::amil_pool_forward_kernel<T>,
-         dim3(detail::amil_grid_blocks(dim, kernels::kAmilThreads, 1 << 30),
+         dim3(detail::grid_stride_blocks(dim, kernels::kAmilThreads, 1 << 30),
               static_cast<unsigned>(batch * frames)),
          dim3(kernels::kAmilThreads), 0, ctx.stream(), e.data, x.data, static_cast<int>(tokens),
          static_cast<int>(dim));
@@ -298,10 +290,7 @@ inline void amil_scores_forward(Context& ctx, TensorView<float> s, TensorView<fl
                                 TensorView<const float> v_bias, TensorView<const float> w_weight,
                                 TensorView<const float> w_bias) {
   constexpr const char* op = "amil_scores_forward";
-  expect(e, op, "e", {-1, -1, -1});
-  const std::int64_t batch = e.dim(0), frames = e.dim(1), dim = e.dim(2);
-  expect(v_weight, op, "V", {-1, dim});
-  const std::int64_t hidden = v_weight.dim(0);
+  const auto [batch, frames, dim, hidden] = detail::amil_score_sizes(op, e, v_weight);
   expect(v_bias, op, "b_V", {hidden});
   expect(w_weight, op, "w", {1, hidden});
   expect(w_bias, op, "b_w", {1});
@@ -310,8 +299,8 @@ inline void amil_scores_forward(Context& ctx, TensorView<float> s, TensorView<fl
   const std::int64_t rows = batch * frames;
   linear_forward<float>(ctx, view(h.data, {rows, hidden}),
                         view(static_cast<const float*>(e.data), {rows, dim}), v_weight, v_bias);
-  launch(kernels::amil_score_kernel, dim3(detail::amil_grid_blocks(rows, 4, 1 << 30)), dim3(128), 0,
-         ctx.stream(), s.data, h.data, w_weight.data, w_bias.data, static_cast<int>(rows),
+  launch(kernels::amil_score_kernel, dim3(detail::grid_stride_blocks(rows, 4, 1 << 30)), dim3(128),
+         0, ctx.stream(), s.data, h.data, w_weight.data, w_bias.data, static_cast<int>(rows),
          static_cast<int>(hidden));
 }
 
@@ -322,11 +311,8 @@ void amil_select_forward(Context& ctx, TensorView<T> z, TensorView<float> a,
                          TensorView<std::int32_t> topk, TensorView<float> gates,
                          TensorView<const float> s, TensorView<const T> x, int k) {
   constexpr const char* op = "amil_select_forward";
-  expect(x, op, "x", {-1, -1, -1, -1});
-  const std::int64_t batch = x.dim(0), frames = x.dim(1), tokens = x.dim(2), dim = x.dim(3);
+  const auto [batch, frames, tokens, dim] = detail::amil_x_sizes(op, x);
   detail::amil_check_k(op, k, frames);
-  detail::amil_check_frames(op, frames);
-  check(batch <= 65535, op, "x", "B <= 65535", std::to_string(batch));
   expect(s, op, "s", {batch, frames});
   expect(z, op, "z", {batch, k * tokens, dim});
   expect(a, op, "a", {batch, frames});
@@ -334,7 +320,7 @@ void amil_select_forward(Context& ctx, TensorView<T> z, TensorView<float> a,
   expect(gates, op, "gates", {batch, k});
   const std::int64_t per_sample = k * tokens * dim;
   launch(kernels::amil_select_forward_kernel<T>,
-         dim3(detail::amil_grid_blocks(per_sample, kernels::kAmilThreads * 8, 4096),
+         dim3(detail::grid_stride_blocks(per_sample, kernels::kAmilThreads * 8, 4096),
               static_cast<unsigned>(batch)),
          dim3(kernels::kAmilThreads), 0, ctx.stream(), z.data, a.data, topk.data, gates.data,
          s.data, x.data, static_cast<int>(frames), static_cast<int>(tokens), static_cast<int>(dim),
@@ -362,7 +348,7 @@ inline void amil_gate_backward(Context& ctx, TensorView<float> ds,
   expect(ds, op, "ds", {-1, -1});
   const std::int64_t batch = ds.dim(0), frames = ds.dim(1);
   detail::amil_check_frames(op, frames);
-  check(batch <= 65535, op, "ds", "B <= 65535", std::to_string(batch));
+  MILMER_CHECK(batch <= 65535, op, "ds", "B <= 65535", std::to_string(batch));
   expect(topk, op, "topk", {batch, -1});
   const std::int64_t k = topk.dim(1);
   detail::amil_check_k(op, static_cast<int>(k), frames);
@@ -379,10 +365,7 @@ void amil_select_backward(Context& ctx, TensorView<T> dx, TensorView<float> ds,
                           TensorView<const T> dz, TensorView<const T> x,
                           TensorView<const std::int32_t> topk, TensorView<const float> gates) {
   constexpr const char* op = "amil_select_backward";
-  expect(x, op, "x", {-1, -1, -1, -1});
-  const std::int64_t batch = x.dim(0), frames = x.dim(1), tokens = x.dim(2), dim = x.dim(3);
-  detail::amil_check_frames(op, frames);
-  check(batch <= 65535, op, "x", "B <= 65535", std::to_string(batch));
+  const auto [batch, frames, tokens, dim] = detail::amil_x_sizes(op, x);
   expect(topk, op, "topk", {batch, -1});
   const std::int64_t k = topk.dim(1);
   detail::amil_check_k(op, static_cast<int>(k), frames);
@@ -408,10 +391,7 @@ inline void amil_scores_backward(Context& ctx, TensorView<float> de, TensorView<
                                  TensorView<const float> v_weight,
                                  TensorView<const float> w_weight) {
   constexpr const char* op = "amil_scores_backward";
-  expect(e, op, "e", {-1, -1, -1});
-  const std::int64_t batch = e.dim(0), frames = e.dim(1), dim = e.dim(2);
-  expect(v_weight, op, "V", {-1, dim});
-  const std::int64_t hidden = v_weight.dim(0);
+  const auto [batch, frames, dim, hidden] = detail::amil_score_sizes(op, e, v_weight);
   expect(w_weight, op, "w", {1, hidden});
   expect(ds, op, "ds", {batch, frames});
   expect(h, op, "h", {batch, frames, hidden});
@@ -421,9 +401,10 @@ inline void amil_scores_backward(Context& ctx, TensorView<float> de, TensorView<
   expect(dw_weight, op, "dw", {1, hidden});
   if (de.data != nullptr) expect(de, op, "de", {batch, frames, dim});
   const std::int64_t rows = batch * frames;
-  launch(kernels::amil_scores_backward_kernel, dim3(detail::amil_grid_blocks(hidden, 128, 1 << 30)),
-         dim3(128), 0, ctx.stream(), dpre.data, dw_weight.data, ds.data, h.data, w_weight.data,
-         static_cast<int>(rows), static_cast<int>(hidden));
+  launch(kernels::amil_scores_backward_kernel,
+         dim3(detail::grid_stride_blocks(hidden, 128, 1 << 30)), dim3(128), 0, ctx.stream(),
+         dpre.data, dw_weight.data, ds.data, h.data, w_weight.data, static_cast<int>(rows),
+         static_cast<int>(hidden));
   TensorView<float> de_rows;
   if (de.data != nullptr) de_rows = view(de.data, {rows, dim});
   linear_backward<float>(ctx, de_rows, dv_weight, dv_bias,
@@ -439,7 +420,7 @@ void amil_pool_backward(Context& ctx, TensorView<T> dx, TensorView<const float> 
   expect(de, op, "de", {dx.dim(0), dx.dim(1), dx.dim(3)});
   const std::int64_t frames_total = dx.dim(0) * dx.dim(1);
   launch(kernels::amil_pool_backward_kernel<T>,
-         dim3(detail::amil_grid_blocks(dx.numel(), kernels::kAmilThreads * 4, 65535 * 8)),
+         dim3(detail::grid_stride_blocks(dx.numel(), kernels::kAmilThreads * 4)),
          dim3(kernels::kAmilThreads), 0, ctx.stream(), dx.data, de.data, frames_total,
          static_cast<int>(dx.dim(2)), static_cast<int>(dx.dim(3)));
 }
@@ -457,8 +438,8 @@ void amil_backward(Context& ctx, TensorView<T> dx, TensorView<float> dv_weight,
                    TensorView<const float> v_weight, TensorView<const float> w_weight,
                    bool detach_scores) {
   if (!detach_scores)
-    check(de.data != nullptr, "amil_backward", "de",
-          "a (B, F, D) buffer when scores are not detached", "an empty view");
+    MILMER_CHECK(de.data != nullptr, "amil_backward", "de",
+                 "a (B, F, D) buffer when scores are not detached", "an empty view");
   amil_select_backward<T>(ctx, dx, ds, dz, x, topk, gates);
   amil_scores_backward(ctx, detach_scores ? TensorView<float>{} : de, dv_weight, dv_bias, dw_weight,
                        dpre, ds, h, e, v_weight, w_weight);

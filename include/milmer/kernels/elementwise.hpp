@@ -1,5 +1,6 @@
-// Element-wise building blocks: bias add, residual add, and the pieces the other element-wise
-// families share (16-byte packs, flat-tensor checks, the deterministic column-sum finisher).
+// Element-wise building blocks: bias add, residual add, and the deterministic column-sum
+// finisher (sum_partials) the LayerNorm backward shares. Packs, conversions and the
+// element-wise map are device_common.hpp's; the flat-tensor checks are tensor.hpp's.
 //
 // Math
 //   bias_add_forward    out(r, c) += bias(c)                 (in place on the GEMM output)
@@ -17,7 +18,8 @@
 //   packed element-wise kernels: one 16-byte pack (4 floats) per thread, block 256,
 //     grid ceil(packs / 256); used when every pointer is 16-byte aligned and the element
 //     count (cols for bias add) is a multiple of the pack width. Otherwise the scalar
-//     kernels: one element per thread, block 256, grid ceil(n / 256).
+//     kernels: one element per thread, block 256, grid ceil(n / 256). add_packed and
+//     add_scalar are device_common.hpp's element-wise map with the AddOp functor.
 //   bias_add_backward: (1) column_partial_sums: grid (ceil(cols / 32), parts), block (32, 8),
 //     1056 bytes of static shared memory; block (x, p) sums rows [p*R, (p+1)*R) of 32
 //     columns and WRITES one partial row to scratch(parts, cols); (2) sum_partials: grid
@@ -35,50 +37,32 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 
 #include "milmer/context.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
 namespace milmer::kernels {
 
-inline constexpr int kElementwiseThreads = 256;
-
-// 16 bytes of T: one vector load or store (float4 for float, 8 halves for bf16).
-template <class T>
-struct alignas(16) Pack {
-  static constexpr int kWidth = 16 / static_cast<int>(sizeof(T));
-  T v[kWidth];
-};
-
-template <class T>
-__device__ inline float to_float(T v) {
-  return static_cast<float>(v);
-}
-template <class T>
-__device__ inline T from_float(float v) {
-  return static_cast<T>(v);
-}
-
 // ---- bias add ---------------------------------------------------------------------------
 
 template <class T>
 __global__ void bias_add_forward_packed(T* out, const T* bias, std::int64_t packs, int cols) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t i = global_thread_index();
   if (i >= packs) return;
   constexpr int W = Pack<T>::kWidth;
   const int col = static_cast<int>((i * W) % cols);
-  Pack<T> o = reinterpret_cast<const Pack<T>*>(out)[i];
-  const Pack<T> b = *reinterpret_cast<const Pack<T>*>(bias + col);
+  Pack<T> o = load_pack(out, i);
+  const Pack<T> b = load_pack(bias + col, 0);
   for (int k = 0; k < W; ++k) o.v[k] = from_float<T>(to_float(o.v[k]) + to_float(b.v[k]));
-  reinterpret_cast<Pack<T>*>(out)[i] = o;
+  store_pack(out, i, o);
 }
 
 template <class T>
 __global__ void bias_add_forward_scalar(T* out, const T* bias, std::int64_t n, int cols) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t i = global_thread_index();
   if (i >= n) return;
   out[i] = from_float<T>(to_float(out[i]) + to_float(bias[i % cols]));
 }
@@ -109,13 +93,14 @@ __global__ void column_partial_sums(float* partials, const T* src, int rows, int
 }
 
 // dst_j(c) += sum over p = 0..parts-1 of partials[p * part_stride + j * cols + c], for the
-// outputs j = blockIdx.y (0: dst0, 1: dst1). The fixed order makes the result deterministic.
+// outputs j = blockIdx.y (0: dst0, 1: dst1, 2: dst2). The fixed order makes the result
+// deterministic.
 template <class T>
-__global__ void sum_partials(T* dst0, T* dst1, const float* partials, int parts, int cols,
+__global__ void sum_partials(T* dst0, T* dst1, T* dst2, const float* partials, int parts, int cols,
                              std::int64_t part_stride) {
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
   if (col >= cols) return;
-  T* dst = blockIdx.y == 0 ? dst0 : dst1;
+  T* dst = blockIdx.y == 0 ? dst0 : (blockIdx.y == 1 ? dst1 : dst2);
   const float* p = partials + static_cast<std::int64_t>(blockIdx.y) * cols + col;
   float sum = 0.0f;
   for (int k = 0; k < parts; ++k) sum += p[k * part_stride];
@@ -124,71 +109,24 @@ __global__ void sum_partials(T* dst0, T* dst1, const float* partials, int parts,
 
 // ---- residual add -----------------------------------------------------------------------
 
-// out = a + b; out may be a or b (each thread reads its elements before writing them).
-template <class T>
-__global__ void add_packed(T* out, const T* a, const T* b, std::int64_t packs) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= packs) return;
-  const Pack<T> x = reinterpret_cast<const Pack<T>*>(a)[i];
-  const Pack<T> y = reinterpret_cast<const Pack<T>*>(b)[i];
-  Pack<T> o;
-  for (int k = 0; k < Pack<T>::kWidth; ++k)
-    o.v[k] = from_float<T>(to_float(x.v[k]) + to_float(y.v[k]));
-  reinterpret_cast<Pack<T>*>(out)[i] = o;
-}
+// The residual add as a map functor: a + b.
+struct AddOp {
+  MILMER_HD float operator()(std::int64_t, const float (&x)[2]) const { return x[0] + x[1]; }
+};
 
+// out = a + b; out may be a or b.
 template <class T>
-__global__ void add_scalar(T* out, const T* a, const T* b, std::int64_t n) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+__global__ void add_packed(T* out, std::int64_t packs, const T* a, const T* b) {
+  map_packs(out, packs, AddOp{}, a, b);
+}
+template <class T>
+__global__ void add_scalar(T* out, std::int64_t n, const T* a, const T* b) {
+  map_elements(out, n, AddOp{}, a, b);
 }
 
 }  // namespace milmer::kernels
 
 namespace milmer {
-
-namespace detail {
-
-// A non-null, contiguous tensor of rank >= 1 with no zero-sized dimension.
-template <class T>
-void expect_flat(const TensorView<T>& t, const char* op, const char* name) {
-  bool ok = t.rank >= 1;
-  for (int i = 0; i < t.rank; ++i) ok = ok && t.shape[i] >= 1;
-  check(ok, op, name, "a tensor with at least one element", str("shape ", t.shape_string()));
-  check(t.data != nullptr, op, name, "a non-null pointer", "nullptr");
-  check(t.contiguous(), op, name, "a contiguous tensor", "strided");
-}
-
-template <class T, class U>
-void expect_same_shape(const TensorView<T>& t, const TensorView<U>& like, const char* op,
-                       const char* name) {
-  bool same = t.rank == like.rank;
-  for (int i = 0; same && i < t.rank; ++i) same = t.shape[i] == like.shape[i];
-  check(same, op, name, str("shape ", like.shape_string()), str("shape ", t.shape_string()));
-}
-
-// Whether every pointer allows 16-byte vector access and n fills whole packs.
-template <class T, class... P>
-bool packable(std::int64_t n, const P*... ptrs) {
-  const bool aligned = ((reinterpret_cast<std::uintptr_t>(ptrs) % 16 == 0) && ...);
-  return aligned && n % kernels::Pack<T>::kWidth == 0;
-}
-
-inline unsigned blocks_for(std::int64_t items, int threads, const char* op) {
-  const std::int64_t blocks = (items + threads - 1) / threads;
-  check(blocks <= std::numeric_limits<int>::max(), op, "size",
-        str("at most ", std::int64_t{std::numeric_limits<int>::max()} * threads, " work items"),
-        str(items));
-  return static_cast<unsigned>(blocks);
-}
-
-inline void expect_int_range(std::int64_t v, const char* op, const char* name) {
-  check(v <= std::numeric_limits<int>::max(), op, name,
-        str("at most ", std::numeric_limits<int>::max()), str(v));
-}
-
-}  // namespace detail
 
 // ---- bias add ---------------------------------------------------------------------------
 
@@ -213,6 +151,19 @@ void bias_add_forward(Context& ctx, TensorView<T> out,
   }
 }
 
+namespace detail {
+// sum_partials over the (parts, outputs, cols) partials: dst[j](c) += the parts' partials in
+// order, for the `outputs` (1 to 3) non-null destinations dst.
+template <class T>
+void launch_sum_partials(Context& ctx, const char* op, T* dst0, T* dst1, T* dst2,
+                         const float* partials, int parts, std::int64_t cols, int outputs) {
+  const int threads = kernels::kElementwiseThreads;
+  launch(kernels::sum_partials<T>,
+         dim3(blocks_for(cols, threads, op), static_cast<unsigned>(outputs)), dim3(threads), 0,
+         ctx.stream(), dst0, dst1, dst2, partials, parts, static_cast<int>(cols), outputs * cols);
+}
+}  // namespace detail
+
 // How many row parts bias_add_backward splits `rows` into (a function of rows only, so the
 // summation order, and with it every bit of dbias, is the same on every device).
 inline int bias_add_backward_parts(std::int64_t rows) {
@@ -230,29 +181,21 @@ template <class T>
 void bias_add_backward(Context& ctx, TensorView<T> dbias,
                        TensorView<const std::type_identity_t<T>> dout, TensorView<float> scratch) {
   constexpr const char* op = "bias_add_backward";
-  expect(dout, op, "dout", {-1, -1});
-  const std::int64_t rows = dout.dim(0), cols = dout.dim(1);
-  detail::expect_int_range(rows, op, "dout rows");
-  detail::expect_int_range(cols, op, "dout columns");
+  const auto [rows, cols] = detail::expect_rows(dout, op, "dout", " columns");
   expect(dbias, op, "dbias", {cols});
-  const std::int64_t need = bias_add_backward_scratch_elements(rows, cols);
-  detail::expect_flat(scratch, op, "scratch");
-  check(scratch.numel() >= need, op, "scratch", str("at least ", need, " floats"),
-        str(scratch.numel(), " floats"));
+  detail::expect_scratch(scratch, op, bias_add_backward_scratch_elements(rows, cols));
   const int parts_wanted = bias_add_backward_parts(rows);
   const int rows_per_part = static_cast<int>((rows + parts_wanted - 1) / parts_wanted);
   const int parts = static_cast<int>((rows + rows_per_part - 1) / rows_per_part);
-  check(parts <= 65535, op, "dout rows", "at most 65535 row parts", str(parts));
+  MILMER_CHECK(parts <= 65535, op, "dout rows", "at most 65535 row parts", str(parts));
   const dim3 grid(
       static_cast<unsigned>((cols + kernels::kPartialColumns - 1) / kernels::kPartialColumns),
       static_cast<unsigned>(parts));
   launch(kernels::column_partial_sums<T>, grid,
          dim3(kernels::kPartialColumns, kernels::kPartialRowLanes), 0, ctx.stream(), scratch.data,
          dout.data, static_cast<int>(rows), static_cast<int>(cols), rows_per_part);
-  const int threads = kernels::kElementwiseThreads;
-  launch(kernels::sum_partials<T>, dim3(detail::blocks_for(cols, threads, op), 1), dim3(threads), 0,
-         ctx.stream(), dbias.data, static_cast<T*>(nullptr),
-         static_cast<const float*>(scratch.data), parts, static_cast<int>(cols), cols);
+  detail::launch_sum_partials<T>(ctx, op, dbias.data, nullptr, nullptr, scratch.data, parts, cols,
+                                 1);
 }
 
 // ---- residual add -----------------------------------------------------------------------
@@ -268,15 +211,8 @@ void add_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_ide
   detail::expect_same_shape(a, out, op, "a");
   detail::expect_same_shape(b, out, op, "b");
   const std::int64_t n = out.numel();
-  const int threads = kernels::kElementwiseThreads;
-  if (detail::packable<T>(n, out.data, a.data, b.data)) {
-    const std::int64_t packs = n / kernels::Pack<T>::kWidth;
-    launch(kernels::add_packed<T>, dim3(detail::blocks_for(packs, threads, op)), dim3(threads), 0,
-           ctx.stream(), out.data, a.data, b.data, packs);
-  } else {
-    launch(kernels::add_scalar<T>, dim3(detail::blocks_for(n, threads, op)), dim3(threads), 0,
-           ctx.stream(), out.data, a.data, b.data, n);
-  }
+  detail::launch_map(ctx, op, detail::packable<T>(n, out.data, a.data, b.data), n,
+                     kernels::add_packed<T>, kernels::add_scalar<T>, out.data, a.data, b.data);
 }
 
 // dst += src: how a branch's gradient joins the residual stream's (the backward of
@@ -288,15 +224,8 @@ void add_inplace(Context& ctx, TensorView<T> dst, TensorView<const std::type_ide
   detail::expect_flat(src, op, "src");
   detail::expect_same_shape(src, dst, op, "src");
   const std::int64_t n = dst.numel();
-  const int threads = kernels::kElementwiseThreads;
-  if (detail::packable<T>(n, dst.data, src.data)) {
-    const std::int64_t packs = n / kernels::Pack<T>::kWidth;
-    launch(kernels::add_packed<T>, dim3(detail::blocks_for(packs, threads, op)), dim3(threads), 0,
-           ctx.stream(), dst.data, static_cast<const T*>(dst.data), src.data, packs);
-  } else {
-    launch(kernels::add_scalar<T>, dim3(detail::blocks_for(n, threads, op)), dim3(threads), 0,
-           ctx.stream(), dst.data, static_cast<const T*>(dst.data), src.data, n);
-  }
+  detail::launch_map(ctx, op, detail::packable<T>(n, dst.data, src.data), n, kernels::add_packed<T>,
+                     kernels::add_scalar<T>, dst.data, static_cast<const T*>(dst.data), src.data);
 }
 
 }  // namespace milmer

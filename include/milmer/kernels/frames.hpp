@@ -15,16 +15,17 @@
 // Launch shapes
 //   frame_gather, gate_scale_forward: grid-stride, block 256, one element per thread-step.
 //   gate_scale_backward: grid (B*K), block 256: the block of frame (b, k) writes dx and
-//     reduces dg in a fixed order (per-thread strided sums, then a fixed tree over the
-//     block in shared memory, 1 KB): no atomics, bit-identical in any thread order.
+//     reduces dg in a fixed order (per-thread strided sums, then device_common.hpp's
+//     block_sum tree over the block, 1 KB of shared memory): no atomics, bit-identical in any
+//     thread order.
 // Minimum bytes moved (s = sizeof(T)): frame_gather 2*B*K*R*s; gate_scale_forward
 //   2*B*K*R*s; gate_scale_backward 3*B*K*R*s (read dz, x; write dx).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "milmer/context.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
@@ -35,8 +36,7 @@ inline constexpr int kFramesThreads = 256;
 template <class T>
 __global__ void frame_gather_kernel(T* out, const T* in, const std::int32_t* topk, int frames,
                                     int k, std::int64_t per_frame, std::int64_t total) {
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < total;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < total; e += grid_thread_count()) {
     const std::int64_t slot = e / per_frame;  // b * k + j
     const std::int64_t b = slot / k;
     const std::int64_t f = topk[slot];
@@ -47,9 +47,8 @@ __global__ void frame_gather_kernel(T* out, const T* in, const std::int32_t* top
 template <class T>
 __global__ void gate_scale_forward_kernel(T* z, const T* x, const float* gates,
                                           std::int64_t per_frame, std::int64_t total) {
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < total;
-       e += std::int64_t{gridDim.x} * blockDim.x)
-    z[e] = static_cast<T>(gates[e / per_frame] * static_cast<float>(x[e]));
+  for (std::int64_t e = global_thread_index(); e < total; e += grid_thread_count())
+    z[e] = from_float<T>(gates[e / per_frame] * to_float(x[e]));
 }
 
 template <class T>
@@ -63,24 +62,18 @@ __global__ void gate_scale_backward_kernel(T* dx, float* dg, const T* dz, const 
   T* dx_f = dx + slot * per_frame;
   float sum = 0.0f;
   for (std::int64_t r = threadIdx.x; r < per_frame; r += blockDim.x) {
-    const float d = static_cast<float>(dz_f[r]);
-    dx_f[r] = static_cast<T>(g * d);
-    sum += d * static_cast<float>(x_f[r]);
+    const float d = to_float(dz_f[r]);
+    dx_f[r] = from_float<T>(g * d);
+    sum += d * to_float(x_f[r]);
   }
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (unsigned s = blockDim.x / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) dg[slot] = partial[0];
+  sum = block_sum(sum, partial);
+  if (threadIdx.x == 0) dg[slot] = sum;
 }
 
 // out[b, f] = v[b, k] where topk[b, k] == f, else 0 (each f is selected at most once).
 MILMER_KERNEL void topk_scatter_kernel(float* out, const float* v, const std::int32_t* topk,
                                        int frames, int k, std::int64_t total) {
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < total;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < total; e += grid_thread_count()) {
     const std::int64_t b = e / frames;
     const int f = static_cast<int>(e % frames);
     float value = 0.0f;
@@ -88,10 +81,6 @@ MILMER_KERNEL void topk_scatter_kernel(float* out, const float* v, const std::in
       if (topk[b * k + j] == f) value = v[b * k + j];
     out[e] = value;
   }
-}
-
-inline dim3 frames_grid(std::int64_t n) {
-  return dim3(static_cast<unsigned>(std::clamp<std::int64_t>((n + 255) / 256, 1, 65535 * 8)));
 }
 
 }  // namespace milmer::kernels
@@ -106,12 +95,12 @@ void frame_gather(Context& ctx, TensorView<T> out, TensorView<const std::type_id
   constexpr const char* op = "frame_gather";
   expect(in, op, "in", {-1, -1, -1});
   expect(topk, op, "topk", {in.dim(0), -1});
-  check(topk.dim(1) <= in.dim(1), op, "topk", str("at most ", in.dim(1), " frames per sample"),
-        str(topk.dim(1)));
+  MILMER_CHECK(topk.dim(1) <= in.dim(1), op, "topk",
+               str("at most ", in.dim(1), " frames per sample"), str(topk.dim(1)));
   expect(out, op, "out", {in.dim(0), topk.dim(1), in.dim(2)});
-  launch(kernels::frame_gather_kernel<T>, kernels::frames_grid(out.numel()),
-         dim3(kernels::kFramesThreads), 0, ctx.stream(), out.data, in.data, topk.data,
-         static_cast<int>(in.dim(1)), static_cast<int>(topk.dim(1)), in.dim(2), out.numel());
+  detail::launch_grid_stride(ctx, out.numel(), kernels::frame_gather_kernel<T>, out.data, in.data,
+                             topk.data, static_cast<int>(in.dim(1)), static_cast<int>(topk.dim(1)),
+                             in.dim(2), out.numel());
 }
 
 // out (B, F) = v (B, K) scattered to the selected frames topk (B, K); 0 elsewhere.
@@ -121,10 +110,11 @@ inline void topk_scatter(Context& ctx, TensorView<float> out, TensorView<const f
   expect(v, op, "v", {-1, -1});
   expect(topk, op, "topk", {v.dim(0), v.dim(1)});
   expect(out, op, "out", {v.dim(0), -1});
-  check(v.dim(1) <= out.dim(1), op, "out", str("at least ", v.dim(1), " frames"), str(out.dim(1)));
-  launch(kernels::topk_scatter_kernel, kernels::frames_grid(out.numel()),
-         dim3(kernels::kFramesThreads), 0, ctx.stream(), out.data, v.data, topk.data,
-         static_cast<int>(out.dim(1)), static_cast<int>(v.dim(1)), out.numel());
+  MILMER_CHECK(v.dim(1) <= out.dim(1), op, "out", str("at least ", v.dim(1), " frames"),
+               str(out.dim(1)));
+  detail::launch_grid_stride(ctx, out.numel(), kernels::topk_scatter_kernel, out.data, v.data,
+                             topk.data, static_cast<int>(out.dim(1)), static_cast<int>(v.dim(1)),
+                             out.numel());
 }
 
 // z (B, K, R) = gates (B, K) * x (B, K, R).
@@ -135,9 +125,8 @@ void gate_scale_forward(Context& ctx, TensorView<T> z, TensorView<const std::typ
   expect(x, op, "x", {-1, -1, -1});
   expect(gates, op, "gates", {x.dim(0), x.dim(1)});
   expect(z, op, "z", {x.dim(0), x.dim(1), x.dim(2)});
-  launch(kernels::gate_scale_forward_kernel<T>, kernels::frames_grid(z.numel()),
-         dim3(kernels::kFramesThreads), 0, ctx.stream(), z.data, x.data, gates.data, x.dim(2),
-         z.numel());
+  detail::launch_grid_stride(ctx, z.numel(), kernels::gate_scale_forward_kernel<T>, z.data, x.data,
+                             gates.data, x.dim(2), z.numel());
 }
 
 // dx (B, K, R) = gates * dz (written); dg (B, K) = sum_r dz * x (written).

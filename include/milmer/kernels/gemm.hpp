@@ -35,15 +35,18 @@
 // caller no longer needs them.
 //
 // Kernels (both element-wise / reduction helpers of the GEMMs):
-//   bias_activation_forward_kernel  y = x + bias[col]; pre = y (optional); out = act(y).
-//       grid-stride over M*N, block 256, grid min(ceil(M*N / 256), 65535 * 8); no shared.
-//       Minimum traffic: read M*N (+ N), write M*N (2 M*N with pre).
-//   activation_backward_kernel      dpre = dout * act'(saved). Same launch shape.
-//       Minimum traffic: read 2 M*N, write M*N.
+//   bias_activation_forward_kernel  y = x + bias[col]; pre = y (optional); out = act(y),
+//       act one of device_common.hpp's functors (Identity, Relu, Gelu: the same GELU as
+//       gelu_forward). grid-stride over M*N, block 256, grid min(ceil(M*N / 256), 65535 * 8)
+//       (detail::grid_stride_blocks); no shared. Minimum traffic: read M*N (+ N), write M*N
+//       (2 M*N with pre).
+//   dpre = dout * act'(saved) is activation.hpp's gelu / relu backward kernel (the
+//       element-wise map of device_common.hpp). Minimum traffic: read 2 M*N, write M*N.
 //   bias_grad_kernel                dbias[c] += sum_r dpre[r, c], fixed summation order.
 //       grid ceil(N / 32), block (32, 32): 32 columns per block (one coalesced 128-byte row
 //       segment per warp), the 32 threads of a column stride over rows, then a fixed-order
-//       tree over those 32 partial sums in shared memory (32 x 33 floats). Minimum traffic:
+//       pairwise tree over those 32 partial sums (through shared memory, 32 x 33 floats,
+//       then one warp_sum per column). Minimum traffic:
 //       read M*N, read+write N. Its parallelism is N / 32 blocks, so for narrow layers with
 //       very many rows it uses few SMs; the result is bit-reproducible run to run.
 //
@@ -56,6 +59,8 @@
 
 #include "milmer/context.hpp"
 #include "milmer/error.hpp"
+#include "milmer/kernels/activation.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
@@ -98,55 +103,18 @@ TensorView<T> batched_matrix_view(T* p, std::int64_t batch, std::int64_t rows, s
 
 namespace milmer::kernels {
 
-// Exact GELU and its derivative, written in the operation order of PyTorch's CUDA kernels
-// (GeluCUDAKernelImpl / GeluBackwardCUDAKernelImpl, approximate='none').
-MILMER_HD inline float gelu_erf(float x) {
-  constexpr float kAlpha = 0.70710678118654752440f;  // 1 / sqrt(2)
-  return x * 0.5f * (1.0f + erff(x * kAlpha));
-}
-MILMER_HD inline float gelu_erf_grad(float x) {
-  constexpr float kAlpha = 0.70710678118654752440f;
-  constexpr float kBeta = 0.39894228040143267794f;  // 1 / sqrt(2 pi)
-  const float cdf = 0.5f * (1.0f + erff(x * kAlpha));
-  const float pdf = expf(-0.5f * x * x) * kBeta;
-  return cdf + x * pdf;
-}
-
 // x is the GEMM result (M x N, row-major). Writes pre = x + bias (when pre is not null) and
-// out = act(x + bias). bias may be null. Element-wise (each element read before it is
-// written), so x may be the memory of out or of pre.
-template <class T, Epilogue kAct>
+// out = Act::forward(x + bias), Act one of device_common.hpp's activation functors. bias may
+// be null. Element-wise (each element read before it is written), so x may be the memory of
+// out or of pre.
+template <class T, class Act>
 __global__ void bias_activation_forward_kernel(T* out, T* pre, const T* x, const T* bias,
                                                std::int64_t total, int cols) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += stride) {
-    float y = static_cast<float>(x[i]);
-    if (bias != nullptr) y += static_cast<float>(bias[i % cols]);
-    if (pre != nullptr) pre[i] = static_cast<T>(y);
-    if constexpr (kAct == Epilogue::relu) y = fmaxf(y, 0.0f);
-    if constexpr (kAct == Epilogue::gelu) y = gelu_erf(y);
-    out[i] = static_cast<T>(y);
-  }
-}
-
-// dpre = dout * act'(saved). relu: saved is the forward output or pre-activation (same sign);
-// gelu: saved is the pre-activation. Element-wise, so dpre may alias dout or saved.
-template <class T, Epilogue kAct>
-__global__ void activation_backward_kernel(T* dpre, const T* dout, const T* saved,
-                                           std::int64_t total) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += stride) {
-    const float g = static_cast<float>(dout[i]);
-    const float x = static_cast<float>(saved[i]);
-    float d;
-    if constexpr (kAct == Epilogue::relu) {
-      d = x > 0.0f ? g : 0.0f;
-    } else {
-      d = g * gelu_erf_grad(x);
-    }
-    dpre[i] = static_cast<T>(d);
+  for (std::int64_t i = global_thread_index(); i < total; i += grid_thread_count()) {
+    float y = to_float(x[i]);
+    if (bias != nullptr) y += to_float(bias[i % cols]);
+    if (pre != nullptr) pre[i] = from_float<T>(y);
+    out[i] = from_float<T>(Act::forward(y));
   }
 }
 
@@ -156,38 +124,31 @@ inline constexpr int kBiasGradRowThreads = 32;  // threads per column = blockDim
 // dbias[c] += sum over rows of grad[r, c]. Block (32, 32); see the file comment.
 template <class T>
 __global__ void bias_grad_kernel(T* dbias, const T* grad, std::int64_t rows, int cols) {
+  static_assert(kBiasGradRowThreads == 32, "a column's partial sums are one warp's lanes");
   MILMER_SHARED(float, partial, [kBiasGradRowThreads][kBiasGradColumns + 1]);
   const int col = blockIdx.x * kBiasGradColumns + threadIdx.x;
   float sum = 0.0f;
   if (col < cols)
     for (std::int64_t r = threadIdx.y; r < rows; r += kBiasGradRowThreads)
-      sum += static_cast<float>(grad[r * cols + col]);
+      sum += to_float(grad[r * cols + col]);
   partial[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
-  for (int half = kBiasGradRowThreads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.y) < half)
-      partial[threadIdx.y][threadIdx.x] += partial[threadIdx.y + half][threadIdx.x];
-    __syncthreads();
-  }
-  if (threadIdx.y == 0 && col < cols)
-    dbias[col] = static_cast<T>(static_cast<float>(dbias[col]) + partial[0][threadIdx.x]);
+  // Warp y sums column y's 32 partials (lane l holds row thread l's), a pairwise tree over
+  // the row threads.
+  const int lane = threadIdx.x, column = threadIdx.y;
+  const float total = warp_sum(partial[lane][column]);
+  const int out_col = blockIdx.x * kBiasGradColumns + column;
+  if (lane == 0 && out_col < cols) dbias[out_col] = from_float<T>(to_float(dbias[out_col]) + total);
 }
 
 }  // namespace milmer::kernels
 
 namespace milmer {
 
-namespace gemm_detail {
-
-inline constexpr int kElementwiseThreads = 256;
-
-inline dim3 elementwise_grid(std::int64_t total) {
-  const std::int64_t blocks = (total + kElementwiseThreads - 1) / kElementwiseThreads;
-  return dim3(static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8));
-}
+namespace detail {
 
 inline void check_int(std::int64_t v, const char* op, const char* name, const char* what) {
-  check(v <= INT_MAX, op, name, str(what, " at most ", INT_MAX, " (cuBLAS int)"), str(v));
+  MILMER_CHECK(v <= INT_MAX, op, name, str(what, " at most ", INT_MAX, " (cuBLAS int)"), str(v));
 }
 
 // A rank-`rank` matrix operand: non-null, no zero dims, unit column stride, row stride >=
@@ -196,28 +157,29 @@ inline void check_int(std::int64_t v, const char* op, const char* name, const ch
 template <class T>
 void expect_matrix(const TensorView<T>& t, const char* op, const char* name, int rank,
                    bool is_output) {
-  check(t.rank == rank, op, name, str("a rank-", rank, " matrix view"),
-        str("rank ", t.rank, " shape ", t.shape_string()));
+  MILMER_CHECK(t.rank == rank, op, name, str("a rank-", rank, " matrix view"),
+               str("rank ", t.rank, " shape ", t.shape_string()));
   for (int i = 0; i < rank; ++i)
-    check(t.shape[i] >= 1, op, name, "no zero-sized dimension", str("shape ", t.shape_string()));
-  check(t.data != nullptr, op, name, "a non-null pointer", "nullptr");
+    MILMER_CHECK(t.shape[i] >= 1, op, name, "no zero-sized dimension",
+                 str("shape ", t.shape_string()));
+  MILMER_CHECK(t.data != nullptr, op, name, "a non-null pointer", "nullptr");
   const std::int64_t rows = t.shape[rank - 2], cols = t.shape[rank - 1];
   const std::int64_t ld = t.strides[rank - 2];
-  check(t.strides[rank - 1] == 1 || cols == 1, op, name, "unit column stride",
-        str("column stride ", t.strides[rank - 1]));
-  check(ld >= cols || rows == 1, op, name, str("row stride (ld) >= ", cols),
-        str("row stride ", ld));
+  MILMER_CHECK(t.strides[rank - 1] == 1 || cols == 1, op, name, "unit column stride",
+               str("column stride ", t.strides[rank - 1]));
+  MILMER_CHECK(ld >= cols || rows == 1, op, name, str("row stride (ld) >= ", cols),
+               str("row stride ", ld));
   check_int(rows, op, name, "rows");
   check_int(cols, op, name, "cols");
   check_int(ld, op, name, "row stride");
   if (rank == 3) {
     const std::int64_t batch_stride = t.strides[0];
     const std::int64_t extent = (rows - 1) * (ld > cols ? ld : cols) + cols;
-    check(batch_stride >= 0, op, name, "batch stride >= 0", str(batch_stride));
+    MILMER_CHECK(batch_stride >= 0, op, name, "batch stride >= 0", str(batch_stride));
     if (is_output && t.shape[0] > 1)
-      check(batch_stride >= extent, op, name,
-            str("batch stride >= ", extent, " (output batches must not overlap)"),
-            str(batch_stride));
+      MILMER_CHECK(batch_stride >= extent, op, name,
+                   str("batch stride >= ", extent, " (output batches must not overlap)"),
+                   str(batch_stride));
   }
 }
 
@@ -248,12 +210,12 @@ GemmShape gemm_shape(const char* op, const TensorView<TC>& c, const TensorView<T
   const std::int64_t k = op_a == MatOp::N ? a.shape[r + 1] : a.shape[r];
   const std::int64_t b_rows = op_b == MatOp::N ? b.shape[r] : b.shape[r + 1];
   const std::int64_t b_cols = op_b == MatOp::N ? b.shape[r + 1] : b.shape[r];
-  check(a_rows == m, op, "A", str("op(A) with ", m, " rows (C's rows)"),
-        str("op(A) with ", a_rows, " rows, A shape ", a.shape_string()));
-  check(b_rows == k, op, "B", str("op(B) with ", k, " rows (op(A)'s columns)"),
-        str("op(B) with ", b_rows, " rows, B shape ", b.shape_string()));
-  check(b_cols == n, op, "B", str("op(B) with ", n, " columns (C's columns)"),
-        str("op(B) with ", b_cols, " columns, B shape ", b.shape_string()));
+  MILMER_CHECK(a_rows == m, op, "A", str("op(A) with ", m, " rows (C's rows)"),
+               str("op(A) with ", a_rows, " rows, A shape ", a.shape_string()));
+  MILMER_CHECK(b_rows == k, op, "B", str("op(B) with ", k, " rows (op(A)'s columns)"),
+               str("op(B) with ", b_rows, " rows, B shape ", b.shape_string()));
+  MILMER_CHECK(b_cols == n, op, "B", str("op(B) with ", n, " columns (C's columns)"),
+               str("op(B) with ", b_cols, " columns, B shape ", b.shape_string()));
   check_int(k, op, "A", "inner dimension K");
   return {m, n, k};
 }
@@ -261,19 +223,20 @@ GemmShape gemm_shape(const char* op, const TensorView<TC>& c, const TensorView<T
 template <class T>
 void launch_bias_activation(Context& ctx, Epilogue act, T* out, T* pre, const T* x, const T* bias,
                             std::int64_t total, int cols) {
-  const dim3 grid = elementwise_grid(total), block(kElementwiseThreads);
+  constexpr int threads = kernels::kElementwiseThreads;
+  auto run = [&](auto kernel) {
+    launch(kernel, dim3(grid_stride_blocks(total, threads)), dim3(threads), 0, ctx.stream(), out,
+           pre, x, bias, total, cols);
+  };
   switch (act) {
     case Epilogue::none:
-      launch(kernels::bias_activation_forward_kernel<T, Epilogue::none>, grid, block, 0,
-             ctx.stream(), out, pre, x, bias, total, cols);
+      run(kernels::bias_activation_forward_kernel<T, kernels::Identity>);
       break;
     case Epilogue::relu:
-      launch(kernels::bias_activation_forward_kernel<T, Epilogue::relu>, grid, block, 0,
-             ctx.stream(), out, pre, x, bias, total, cols);
+      run(kernels::bias_activation_forward_kernel<T, kernels::Relu>);
       break;
     case Epilogue::gelu:
-      launch(kernels::bias_activation_forward_kernel<T, Epilogue::gelu>, grid, block, 0,
-             ctx.stream(), out, pre, x, bias, total, cols);
+      run(kernels::bias_activation_forward_kernel<T, kernels::Gelu>);
       break;
   }
 }
@@ -354,7 +317,7 @@ inline void lt_linear_forward(Context& ctx, float* out, const float* inp, const 
 }
 #endif
 
-}  // namespace gemm_detail
+}  // namespace detail
 
 // C = alpha * op_a(A) @ op_b(B) + beta * C, all row-major 2-D views (unit column stride, any
 // row stride >= cols: see matrix_view). op(A) is M x K, op(B) is K x N, C is M x N.
@@ -364,14 +327,14 @@ void gemm(Context& ctx, TensorView<T> c, TensorView<const std::type_identity_t<T
           float beta = 0.0f) {
   static_assert(std::is_same_v<T, float>, "gemm: only float storage is wired to cuBLAS so far");
   constexpr const char* op = "gemm";
-  gemm_detail::expect_matrix(c, op, "C", 2, true);
-  gemm_detail::expect_matrix(a, op, "A", 2, false);
-  gemm_detail::expect_matrix(b, op, "B", 2, false);
-  const auto s = gemm_detail::gemm_shape(op, c, a, op_a, b, op_b, 2);
+  detail::expect_matrix(c, op, "C", 2, true);
+  detail::expect_matrix(a, op, "A", 2, false);
+  detail::expect_matrix(b, op, "B", 2, false);
+  const auto s = detail::gemm_shape(op, c, a, op_a, b, op_b, 2);
   MILMER_CUBLAS_CHECK(cublasSgemm(
-      ctx.blas(), gemm_detail::cublas_op(op_b), gemm_detail::cublas_op(op_a), static_cast<int>(s.n),
-      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, gemm_detail::leading_dim(b, 2),
-      a.data, gemm_detail::leading_dim(a, 2), &beta, c.data, gemm_detail::leading_dim(c, 2)));
+      ctx.blas(), detail::cublas_op(op_b), detail::cublas_op(op_a), static_cast<int>(s.n),
+      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, detail::leading_dim(b, 2),
+      a.data, detail::leading_dim(a, 2), &beta, c.data, detail::leading_dim(c, 2)));
 }
 
 // For each i < batch: C[i] = alpha * op_a(A[i]) @ op_b(B[i]) + beta * C[i]. Views are rank 3
@@ -387,21 +350,21 @@ void gemm_strided_batched(Context& ctx, TensorView<T> c,
   static_assert(std::is_same_v<T, float>,
                 "gemm_strided_batched: only float storage is wired to cuBLAS so far");
   constexpr const char* op = "gemm_strided_batched";
-  gemm_detail::expect_matrix(c, op, "C", 3, true);
-  gemm_detail::expect_matrix(a, op, "A", 3, false);
-  gemm_detail::expect_matrix(b, op, "B", 3, false);
+  detail::expect_matrix(c, op, "C", 3, true);
+  detail::expect_matrix(a, op, "A", 3, false);
+  detail::expect_matrix(b, op, "B", 3, false);
   const std::int64_t batch = c.shape[0];
-  check(a.shape[0] == batch, op, "A", str("batch ", batch, " (C's batch)"),
-        str("batch ", a.shape[0]));
-  check(b.shape[0] == batch, op, "B", str("batch ", batch, " (C's batch)"),
-        str("batch ", b.shape[0]));
-  gemm_detail::check_int(batch, op, "C", "batch");
-  const auto s = gemm_detail::gemm_shape(op, c, a, op_a, b, op_b, 3);
+  MILMER_CHECK(a.shape[0] == batch, op, "A", str("batch ", batch, " (C's batch)"),
+               str("batch ", a.shape[0]));
+  MILMER_CHECK(b.shape[0] == batch, op, "B", str("batch ", batch, " (C's batch)"),
+               str("batch ", b.shape[0]));
+  detail::check_int(batch, op, "C", "batch");
+  const auto s = detail::gemm_shape(op, c, a, op_a, b, op_b, 3);
   MILMER_CUBLAS_CHECK(cublasSgemmStridedBatched(
-      ctx.blas(), gemm_detail::cublas_op(op_b), gemm_detail::cublas_op(op_a), static_cast<int>(s.n),
-      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, gemm_detail::leading_dim(b, 3),
-      b.strides[0], a.data, gemm_detail::leading_dim(a, 3), a.strides[0], &beta, c.data,
-      gemm_detail::leading_dim(c, 3), c.strides[0], static_cast<int>(batch)));
+      ctx.blas(), detail::cublas_op(op_b), detail::cublas_op(op_a), static_cast<int>(s.n),
+      static_cast<int>(s.m), static_cast<int>(s.k), &alpha, b.data, detail::leading_dim(b, 3),
+      b.strides[0], a.data, detail::leading_dim(a, 3), a.strides[0], &beta, c.data,
+      detail::leading_dim(c, 3), c.strides[0], static_cast<int>(batch)));
 }
 
 // out (M, N) = act(inp (M, K) @ weight (N, K)^T + bias (N)). bias may be an empty view (no
@@ -425,20 +388,19 @@ void linear_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_
   if (has_bias) expect(bias, op, "bias", {n});
   const bool store_pre = pre_activation.data != nullptr;
   if (store_pre) {
-    check(epilogue == Epilogue::gelu, op, "pre_activation",
-          "an empty view unless epilogue is gelu (relu's backward uses the output)",
-          str("a tensor with epilogue ", epilogue_name(epilogue)));
+    MILMER_CHECK(epilogue == Epilogue::gelu, op, "pre_activation",
+                 "an empty view unless epilogue is gelu (relu's backward uses the output)",
+                 str("a tensor with epilogue ", epilogue_name(epilogue)));
     expect(pre_activation, op, "pre_activation", {m, n});
   }
-  gemm_detail::check_int(m, op, "inp", "rows");
-  gemm_detail::check_int(n, op, "weight", "rows");
-  gemm_detail::check_int(k, op, "inp", "columns");
+  detail::check_int(m, op, "inp", "rows");
+  detail::check_int(n, op, "weight", "rows");
+  detail::check_int(k, op, "inp", "columns");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
 #if MILMER_TARGET_CUDA
   if (epilogue != Epilogue::gelu) {
-    gemm_detail::lt_linear_forward(ctx, out.data, inp.data, weight.data,
-                                   has_bias ? bias.data : nullptr, mi, ni, ki,
-                                   epilogue == Epilogue::relu);
+    detail::lt_linear_forward(ctx, out.data, inp.data, weight.data, has_bias ? bias.data : nullptr,
+                              mi, ni, ki, epilogue == Epilogue::relu);
     return;
   }
 #endif
@@ -449,8 +411,8 @@ void linear_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_
   MILMER_CUBLAS_CHECK(cublasSgemm(ctx.blas(), CUBLAS_OP_T, CUBLAS_OP_N, ni, mi, ki, &one,
                                   weight.data, ki, inp.data, ki, &zero, gemm_out, ni));
   if (epilogue == Epilogue::none && !has_bias) return;
-  gemm_detail::launch_bias_activation<T>(ctx, epilogue, out.data, store_pre ? gemm_out : nullptr,
-                                         gemm_out, has_bias ? bias.data : nullptr, m * n, ni);
+  detail::launch_bias_activation<T>(ctx, epilogue, out.data, store_pre ? gemm_out : nullptr,
+                                    gemm_out, has_bias ? bias.data : nullptr, m * n, ni);
 }
 
 // Backward of linear_forward. With dpre = dout * act'(saved) (dout itself for Epilogue::none):
@@ -485,23 +447,22 @@ void linear_backward(Context& ctx, TensorView<T> dinp, TensorView<T> dweight, Te
     expect(saved, op, "saved", {m, n});
     expect(dpre, op, "dpre", {m, n});
   } else {
-    check(saved.data == nullptr && dpre.data == nullptr, op, "saved",
-          "empty 'saved' and 'dpre' views for epilogue none", "a tensor");
+    MILMER_CHECK(saved.data == nullptr && dpre.data == nullptr, op, "saved",
+                 "empty 'saved' and 'dpre' views for epilogue none", "a tensor");
   }
-  gemm_detail::check_int(m, op, "dout", "rows");
-  gemm_detail::check_int(n, op, "dout", "columns");
-  gemm_detail::check_int(k, op, "inp", "columns");
+  detail::check_int(m, op, "dout", "rows");
+  detail::check_int(n, op, "dout", "columns");
+  detail::check_int(k, op, "inp", "columns");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
 
   const T* grad = dout.data;
   if (epilogue != Epilogue::none) {
-    const dim3 grid = gemm_detail::elementwise_grid(m * n), block(gemm_detail::kElementwiseThreads);
     if (epilogue == Epilogue::relu)
-      launch(kernels::activation_backward_kernel<T, Epilogue::relu>, grid, block, 0, ctx.stream(),
-             dpre.data, dout.data, saved.data, m * n);
+      detail::launch_activation_backward<kernels::Relu>(ctx, op, dpre.data, dout.data, saved.data,
+                                                        m * n);
     else
-      launch(kernels::activation_backward_kernel<T, Epilogue::gelu>, grid, block, 0, ctx.stream(),
-             dpre.data, dout.data, saved.data, m * n);
+      detail::launch_activation_backward<kernels::Gelu>(ctx, op, dpre.data, dout.data, saved.data,
+                                                        m * n);
     grad = dpre.data;
   }
   // Column-major view: dweight^T (K x N) += inp^T (K x M, stored as-is) * grad (M x N, stored

@@ -46,6 +46,7 @@
 #include <type_traits>
 
 #include "milmer/context.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/kernels/elementwise.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
@@ -55,12 +56,6 @@ namespace milmer::kernels {
 inline constexpr int kLayerNormForwardThreads = 256;  // 8 warps, one row each
 inline constexpr int kLayerNormBackwardMaxThreads = 256;
 inline constexpr int kLayerNormSharedPartialsMaxWidth = 6144;  // 2*W floats <= 48 KB
-
-__device__ inline float warp_sum(float v) {
-  for (int lane_mask = 16; lane_mask > 0; lane_mask /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, lane_mask);
-  return v;
-}
 
 // The part of a warp-per-row LayerNorm forward after the row's values x are in place: from
 // this lane's partial sum of x (columns lane, lane+32, ... in order) it forms the mean, the
@@ -171,6 +166,45 @@ __device__ inline float layernorm_input_grad(T dy, T x, T weight, float row_mean
   return row_rstd * (g - means.x - xhat * means.y);
 }
 
+// The frame of both row-parts backward kernels (layernorm_backward_rows,
+// residual_layernorm_backward_rows): for each row of part blockIdx.x in order, the first pass
+// (layernorm_backward_row_means, into accumulator rows 0 and 1: dweight, dbias) and then
+// element_grad(base, c, dx, acc) for this thread's columns c, dx = dL/dx of element (row, c)
+// and base = row * width. The part's kArrays accumulator rows of W floats live in dynamic
+// shared memory when partials_in_shared, else in its slice of partials; either way they end
+// in partials[blockIdx.x] = (kArrays, W).
+template <int kArrays, class T, class ElementGrad>
+__device__ inline void layernorm_backward_part(float* partials, float* shared_partials,
+                                               float2* warp_totals, const T* dout, const T* inp,
+                                               const T* weight, const float* mean,
+                                               const float* rstd, int rows, int width,
+                                               int rows_per_part, bool partials_in_shared,
+                                               ElementGrad&& element_grad) {
+  float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * kArrays * width;
+  float* const acc =
+      zeroed_accumulators(partials_in_shared ? shared_partials : part_partials, kArrays, width);
+  const int row_begin = blockIdx.x * rows_per_part;
+  const int row_end = part_row_end(row_begin, rows, rows_per_part);
+  const float inv_width = 1.0f / static_cast<float>(width);
+  for (int row = row_begin; row < row_end; ++row) {
+    const std::int64_t base = static_cast<std::int64_t>(row) * width;
+    const T* dy = dout + base;
+    const T* x = inp + base;
+    const float row_mean = mean[row], row_rstd = rstd[row];
+    const float2 means = layernorm_backward_row_means(acc, acc + width, warp_totals, dy, x, weight,
+                                                      width, row_mean, row_rstd, inv_width);
+    for (int c = threadIdx.x; c < width; c += blockDim.x)
+      element_grad(base, c, layernorm_input_grad(dy[c], x[c], weight[c], row_mean, row_rstd, means),
+                   acc);
+  }
+  // The copy below moves other threads' columns (c >= width), and element_grad may have
+  // written accumulators after block_sum2's barriers.
+  __syncthreads();
+  if (partials_in_shared)
+    for (int c = threadIdx.x; c < kArrays * width; c += blockDim.x)
+      part_partials[c] = shared_partials[c];
+}
+
 // Writes (or adds to) dinp for the rows of part blockIdx.x and writes that part's dweight
 // and dbias partials to partials[blockIdx.x] = (2, W) (see the file comment).
 template <class T>
@@ -180,33 +214,13 @@ __global__ void layernorm_backward_rows(T* dinp, float* partials, const T* dout,
                                         bool accumulate_dinp, bool partials_in_shared) {
   MILMER_DYNAMIC_SHARED(float, shared_partials);
   MILMER_SHARED(float2, warp_totals, [kLayerNormBackwardMaxThreads / 32]);
-  float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 2 * width;
-  float* const dweight_acc =
-      zeroed_accumulators(partials_in_shared ? shared_partials : part_partials, 2, width);
-  float* const dbias_acc = dweight_acc + width;
-
-  const int row_begin = blockIdx.x * rows_per_part;
-  const int row_end = part_row_end(row_begin, rows, rows_per_part);
-  const float inv_width = 1.0f / static_cast<float>(width);
-  for (int row = row_begin; row < row_end; ++row) {
-    const std::int64_t base = static_cast<std::int64_t>(row) * width;
-    const T* dy = dout + base;
-    const T* x = inp + base;
-    const float row_mean = mean[row], row_rstd = rstd[row];
-
-    const float2 means = layernorm_backward_row_means(dweight_acc, dbias_acc, warp_totals, dy, x,
-                                                      weight, width, row_mean, row_rstd, inv_width);
-
-    T* dx = dinp + base;
-    for (int c = threadIdx.x; c < width; c += blockDim.x) {
-      float grad = layernorm_input_grad(dy[c], x[c], weight[c], row_mean, row_rstd, means);
-      if (accumulate_dinp) grad += to_float(dx[c]);
-      dx[c] = from_float<T>(grad);
-    }
-  }
-
-  if (partials_in_shared)
-    for (int c = threadIdx.x; c < 2 * width; c += blockDim.x) part_partials[c] = shared_partials[c];
+  layernorm_backward_part<2>(partials, shared_partials, warp_totals, dout, inp, weight, mean, rstd,
+                             rows, width, rows_per_part, partials_in_shared,
+                             [&](std::int64_t base, int c, float grad, float*) {
+                               T* dx = dinp + base;
+                               if (accumulate_dinp) grad += to_float(dx[c]);
+                               dx[c] = from_float<T>(grad);
+                             });
 }
 
 }  // namespace milmer::kernels
@@ -228,6 +242,36 @@ inline int layernorm_backward_parts(std::int64_t rows, std::int64_t width) {
   const std::int64_t rows_per_part = (rows + wanted - 1) / wanted;
   return static_cast<int>((rows + rows_per_part - 1) / rows_per_part);
 }
+namespace detail {
+
+inline void expect_layernorm_eps(float eps, const char* op) {
+  MILMER_CHECK(eps > 0.0f && eps < 1e30f, op, "eps", "a finite value > 0", str(eps));
+}
+
+// The launch shape of a row-parts backward kernel (layernorm_backward_rows,
+// residual_layernorm_backward_rows): one block per part of rows_per_part contiguous rows,
+// min(256, W rounded up to 32) threads, and the part's `arrays` accumulator rows of W floats
+// in dynamic shared memory when W <= max_shared_width (else in the scratch buffer).
+struct RowPartsShape {
+  int parts, rows_per_part, threads;
+  bool partials_in_shared;
+  std::size_t shared_bytes;
+};
+inline RowPartsShape row_parts_shape(int parts, std::int64_t rows, std::int64_t width, int arrays,
+                                     std::int64_t max_shared_width) {
+  RowPartsShape r{};
+  r.parts = parts;
+  r.rows_per_part = static_cast<int>((rows + parts - 1) / parts);
+  r.threads = static_cast<int>(
+      std::min<std::int64_t>(kernels::kLayerNormBackwardMaxThreads, (width + 31) / 32 * 32));
+  r.partials_in_shared = width <= max_shared_width;
+  r.shared_bytes =
+      r.partials_in_shared ? static_cast<std::size_t>(arrays * width) * sizeof(float) : 0;
+  return r;
+}
+
+}  // namespace detail
+
 // Scratch (floats) for layernorm_backward on any row count up to `rows`: a (2, W) partial per
 // row part, for the most parts any such row count takes (rows' = min(rows, max parts) takes
 // one part per row). Monotonic in rows, so a buffer sized for a batch capacity serves every
@@ -243,16 +287,11 @@ void layernorm_forward(Context& ctx, TensorView<T> out, TensorView<float> mean,
                        TensorView<const std::type_identity_t<T>> weight,
                        TensorView<const std::type_identity_t<T>> bias, float eps) {
   constexpr const char* op = "layernorm_forward";
-  expect(inp, op, "inp", {-1, -1});
-  const std::int64_t rows = inp.dim(0), width = inp.dim(1);
-  detail::expect_int_range(rows, op, "inp rows");
-  detail::expect_int_range(width, op, "inp width");
+  const auto [rows, width] = detail::expect_rows(inp, op, "inp");
   expect(out, op, "out", {rows, width});
-  expect(mean, op, "mean", {rows});
-  expect(rstd, op, "rstd", {rows});
-  expect(weight, op, "weight", {width});
-  expect(bias, op, "bias", {width});
-  check(eps > 0.0f && eps < 1e30f, op, "eps", "a finite value > 0", str(eps));
+  detail::expect_each(op, {rows}, detail::named(mean, "mean"), detail::named(rstd, "rstd"));
+  detail::expect_each(op, {width}, detail::named(weight, "weight"), detail::named(bias, "bias"));
+  detail::expect_layernorm_eps(eps, op);
   constexpr int rows_per_block = kernels::kLayerNormForwardThreads / 32;
   launch(kernels::layernorm_forward_rows<T>, dim3(detail::blocks_for(rows, rows_per_block, op)),
          dim3(kernels::kLayerNormForwardThreads), 0, ctx.stream(), out.data, mean.data, rstd.data,
@@ -271,37 +310,21 @@ void layernorm_backward(Context& ctx, TensorView<T> dinp, TensorView<T> dweight,
                         TensorView<const float> mean, TensorView<const float> rstd,
                         bool accumulate_dinp) {
   constexpr const char* op = "layernorm_backward";
-  expect(inp, op, "inp", {-1, -1});
-  const std::int64_t rows = inp.dim(0), width = inp.dim(1);
-  detail::expect_int_range(rows, op, "inp rows");
-  detail::expect_int_range(width, op, "inp width");
-  expect(dinp, op, "dinp", {rows, width});
-  expect(dout, op, "dout", {rows, width});
-  expect(dweight, op, "dweight", {width});
-  expect(dbias, op, "dbias", {width});
-  expect(weight, op, "weight", {width});
-  expect(mean, op, "mean", {rows});
-  expect(rstd, op, "rstd", {rows});
-  const std::int64_t need = layernorm_backward_scratch_elements(rows, width);
-  detail::expect_flat(scratch, op, "scratch");
-  check(scratch.numel() >= need, op, "scratch", str("at least ", need, " floats"),
-        str(scratch.numel(), " floats"));
+  const auto [rows, width] = detail::expect_rows(inp, op, "inp");
+  detail::expect_each(op, {rows, width}, detail::named(dinp, "dinp"), detail::named(dout, "dout"));
+  detail::expect_each(op, {width}, detail::named(dweight, "dweight"), detail::named(dbias, "dbias"),
+                      detail::named(weight, "weight"));
+  detail::expect_each(op, {rows}, detail::named(mean, "mean"), detail::named(rstd, "rstd"));
+  detail::expect_scratch(scratch, op, layernorm_backward_scratch_elements(rows, width));
 
-  const int parts_count = layernorm_backward_parts(rows, width);
-  const int rows_per_part = static_cast<int>((rows + parts_count - 1) / parts_count);
-  const int threads = static_cast<int>(
-      std::min<std::int64_t>(kernels::kLayerNormBackwardMaxThreads, (width + 31) / 32 * 32));
-  const bool partials_in_shared = width <= kernels::kLayerNormSharedPartialsMaxWidth;
-  const std::size_t shared_bytes =
-      partials_in_shared ? static_cast<std::size_t>(2 * width) * sizeof(float) : 0;
-  launch(kernels::layernorm_backward_rows<T>, dim3(static_cast<unsigned>(parts_count)),
-         dim3(threads), shared_bytes, ctx.stream(), dinp.data, scratch.data, dout.data, inp.data,
-         weight.data, mean.data, rstd.data, static_cast<int>(rows), static_cast<int>(width),
-         rows_per_part, accumulate_dinp, partials_in_shared);
-  const int finish_threads = kernels::kElementwiseThreads;
-  launch(kernels::sum_partials<T>, dim3(detail::blocks_for(width, finish_threads, op), 2),
-         dim3(finish_threads), 0, ctx.stream(), dweight.data, dbias.data,
-         static_cast<const float*>(scratch.data), parts_count, static_cast<int>(width), 2 * width);
+  const auto shape = detail::row_parts_shape(layernorm_backward_parts(rows, width), rows, width, 2,
+                                             kernels::kLayerNormSharedPartialsMaxWidth);
+  launch(kernels::layernorm_backward_rows<T>, dim3(static_cast<unsigned>(shape.parts)),
+         dim3(shape.threads), shape.shared_bytes, ctx.stream(), dinp.data, scratch.data, dout.data,
+         inp.data, weight.data, mean.data, rstd.data, static_cast<int>(rows),
+         static_cast<int>(width), shape.rows_per_part, accumulate_dinp, shape.partials_in_shared);
+  detail::launch_sum_partials<T>(ctx, op, dweight.data, dbias.data, nullptr, scratch.data,
+                                 shape.parts, width, 2);
 }
 
 }  // namespace milmer

@@ -46,6 +46,7 @@
 #include <type_traits>
 
 #include "milmer/context.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/rng.hpp"
 #include "milmer/tensor.hpp"
@@ -92,15 +93,6 @@ inline constexpr int kMhaForwardRowsPerWarp = 4;
 template <int kChunks>
 inline constexpr int kMhaDkdvChunkRows = kChunks == 4 ? 8 : 32;
 
-__device__ inline float mha_warp_max(float v) {
-  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ inline float mha_warp_sum(float v) {
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // Copies rows [row0, row0 + rows) of one head of a (B, L, D) operand into shared memory
 // (row stride `ld` floats), zero-filling rows past `len`. Consecutive threads read
 // consecutive elements of a row.
@@ -110,7 +102,7 @@ __device__ inline void mha_load_rows(float* dst, int ld, const T* src, std::int6
   for (int e = threadIdx.x; e < rows * head_dim; e += blockDim.x) {
     const int r = e / head_dim, d = e % head_dim;
     const int i = row0 + r;
-    dst[r * ld + d] = i < len ? static_cast<float>(src[i * src_row + d]) : 0.0f;
+    dst[r * ld + d] = i < len ? to_float(src[i * src_row + d]) : 0.0f;
   }
 }
 
@@ -155,7 +147,7 @@ __global__ void __launch_bounds__(kMhaThreads)
         for (int d = 0; d < hd; ++d) dot += q_s[lr * hd + d] * k_s[lane * hdp + d];
         score = dot * scale;
       }
-      const float m_new = fmaxf(m[r], mha_warp_max(score));
+      const float m_new = fmaxf(m[r], warp_max(score));
       const float alpha = expf(m[r] - m_new);
       const float p = lane < nkeys ? expf(score - m_new) : 0.0f;
       l[r] = l[r] * alpha + p;  // per-lane partial sums; reduced once at the end
@@ -165,6 +157,8 @@ __global__ void __launch_bounds__(kMhaThreads)
       m[r] = m_new;
     }
     __syncwarp();
+    // P V. (The dq kernel's dS K loop below has the same shape; a shared helper taking the
+    // accumulators by reference or by value makes ptxas spill the dq kernel.)
     for (int r = 0; r < kRows; ++r) {
       const int lr = warp * kRows + r;
       if (row0 + lr >= s.lq) break;
@@ -180,12 +174,12 @@ __global__ void __launch_bounds__(kMhaThreads)
   for (int r = 0; r < kRows; ++r) {
     const int i = row0 + warp * kRows + r;
     if (i >= s.lq) break;
-    const float sum = mha_warp_sum(l[r]);
+    const float sum = warp_sum(l[r]);
     const float inv = 1.0f / sum;
     T* orow = out + (static_cast<std::int64_t>(b) * s.lq + i) * s.heads * hd + h * hd;
     for (int c = 0; c < kChunks; ++c) {
       const int d = lane + 32 * c;
-      if (d < hd) orow[d] = static_cast<T>(acc[r][c] * inv);
+      if (d < hd) orow[d] = from_float<T>(acc[r][c] * inv);
     }
     if (lane == 0) lse[(static_cast<std::int64_t>(b) * s.heads + h) * s.lq + i] = m[r] + logf(sum);
   }
@@ -196,8 +190,8 @@ template <class T>
 __device__ inline float mha_row_delta(const T* dout_row, const T* out_row, int hd) {
   float part = 0.0f;
   for (int d = threadIdx.x % 32; d < hd; d += 32)
-    part += static_cast<float>(dout_row[d]) * static_cast<float>(out_row[d]);
-  return mha_warp_sum(part);
+    part += to_float(dout_row[d]) * to_float(out_row[d]);
+  return warp_sum(part);
 }
 
 template <class T, int kChunks>
@@ -273,7 +267,7 @@ __global__ void __launch_bounds__(kMhaThreads)
     T* row = dq + b * dq_batch + i * dq_row + h * hd;
     for (int c = 0; c < kChunks; ++c) {
       const int d = lane + 32 * c;
-      if (d < hd) row[d] = static_cast<T>(acc[r][c] * scale);
+      if (d < hd) row[d] = from_float<T>(acc[r][c] * scale);
     }
   }
 }
@@ -368,8 +362,8 @@ __global__ void __launch_bounds__(kMhaThreads)
     for (int c = 0; c < kChunks; ++c) {
       const int d = lane + 32 * c;
       if (d < hd) {
-        dk_dst[d] = static_cast<T>(dk_acc[e][c] * scale);
-        dv_dst[d] = static_cast<T>(dv_acc[e][c]);
+        dk_dst[d] = from_float<T>(dk_acc[e][c] * scale);
+        dv_dst[d] = from_float<T>(dv_acc[e][c]);
       }
     }
   }
@@ -405,27 +399,28 @@ void mha_expect_rows(const TensorView<T>& t, const char* op, const char* name, s
   bool ok = t.rank == 3 && t.shape[0] >= 1 && t.shape[1] >= 1 && t.shape[2] >= 1 &&
             (b < 0 || t.shape[0] == b) && (len < 0 || t.shape[1] == len) &&
             (dim < 0 || t.shape[2] == dim);
-  check(ok, op, name, str("shape ", dims_string({b, len, dim})), str("shape ", t.shape_string()));
-  check(t.data != nullptr, op, name, "a non-null pointer", "nullptr");
-  check(t.strides[2] == 1 && t.strides[1] >= t.shape[2] &&
-            (t.shape[0] == 1 || t.strides[0] >= t.shape[1] * t.strides[1]),
-        op, name, "unit column stride, row stride >= D, batch stride >= L * row stride",
-        str("strides (", t.strides[0], ", ", t.strides[1], ", ", t.strides[2], ")"));
+  MILMER_CHECK(ok, op, name, str("shape ", dims_string({b, len, dim})),
+               str("shape ", t.shape_string()));
+  MILMER_CHECK(t.data != nullptr, op, name, "a non-null pointer", "nullptr");
+  MILMER_CHECK(t.strides[2] == 1 && t.strides[1] >= t.shape[2] &&
+                   (t.shape[0] == 1 || t.strides[0] >= t.shape[1] * t.strides[1]),
+               op, name, "unit column stride, row stride >= D, batch stride >= L * row stride",
+               str("strides (", t.strides[0], ", ", t.strides[1], ", ", t.strides[2], ")"));
 }
 
 inline MhaShape mha_shape(const char* op, std::int64_t batch, std::int64_t lq, std::int64_t lk,
                           std::int64_t dim, int heads) {
-  check(heads >= 1 && dim % heads == 0, op, "heads", str("a divisor of D = ", dim),
-        std::to_string(heads));
-  check(dim / heads <= kernels::kMhaMaxHeadDim, op, "heads",
-        str("head_dim = D / heads <= ", kernels::kMhaMaxHeadDim),
-        str(heads, " heads (head_dim ", dim / heads, ")"));
-  check(batch <= 65535 && heads <= 65535, op, "q", "batch and heads <= 65535",
-        str("batch ", batch, ", heads ", heads));
-  check(lq < (1 << 30) && lk < (1 << 30) && batch * lq * dim < (std::int64_t{1} << 31) &&
-            batch * lk * dim < (std::int64_t{1} << 31),
-        op, "q", "fewer than 2^31 elements per operand",
-        str("B ", batch, ", Lq ", lq, ", Lk ", lk));
+  MILMER_CHECK(heads >= 1 && dim % heads == 0, op, "heads", str("a divisor of D = ", dim),
+               std::to_string(heads));
+  MILMER_CHECK(dim / heads <= kernels::kMhaMaxHeadDim, op, "heads",
+               str("head_dim = D / heads <= ", kernels::kMhaMaxHeadDim),
+               str(heads, " heads (head_dim ", dim / heads, ")"));
+  MILMER_CHECK(batch <= 65535 && heads <= 65535, op, "q", "batch and heads <= 65535",
+               str("batch ", batch, ", heads ", heads));
+  MILMER_CHECK(lq < (1 << 30) && lk < (1 << 30) && batch * lq * dim < (std::int64_t{1} << 31) &&
+                   batch * lk * dim < (std::int64_t{1} << 31),
+               op, "q", "fewer than 2^31 elements per operand",
+               str("B ", batch, ", Lq ", lq, ", Lk ", lk));
   MhaShape s{};
   s.batch = static_cast<int>(batch);
   s.lq = static_cast<int>(lq);
@@ -435,12 +430,24 @@ inline MhaShape mha_shape(const char* op, std::int64_t batch, std::int64_t lq, s
   return s;
 }
 
-inline int mha_chunks(int head_dim) {
-  return head_dim <= 32 ? 1 : head_dim <= 64 ? 2 : 4;
+inline void mha_check_dropout(const char* op, float p) {
+  MILMER_CHECK(p >= 0.0f && p < 1.0f, op, "dropout_p", "0 <= p < 1", std::to_string(p));
 }
 
-inline void mha_check_dropout(const char* op, float p) {
-  check(p >= 0.0f && p < 1.0f, op, "dropout_p", "0 <= p < 1", std::to_string(p));
+// The checks forward and backward share on q, k, v and heads; the call's sizes and strides.
+template <class T>
+MhaShape mha_operands(const char* op, const TensorView<const T>& q, const TensorView<const T>& k,
+                      const TensorView<const T>& v, int heads) {
+  mha_expect_rows(q, op, "q", -1, -1, -1);
+  const std::int64_t batch = q.dim(0), lq = q.dim(1), dim = q.dim(2);
+  mha_expect_rows(k, op, "k", batch, -1, dim);
+  const std::int64_t lk = k.dim(1);
+  mha_expect_rows(v, op, "v", batch, lk, dim);
+  MhaShape s = mha_shape(op, batch, lq, lk, dim, heads);
+  s.q_batch = q.strides[0], s.q_row = q.strides[1];
+  s.k_batch = k.strides[0], s.k_row = k.strides[1];
+  s.v_batch = v.strides[0], s.v_row = v.strides[1];
+  return s;
 }
 
 }  // namespace detail
@@ -454,18 +461,11 @@ void mha_attention_forward(Context& ctx, TensorView<T> out, TensorView<float> ls
                            int heads, float dropout_p = 0.0f, std::uint64_t seed = 0,
                            std::uint64_t offset = 0) {
   constexpr const char* op = "mha_attention_forward";
-  detail::mha_expect_rows(q, op, "q", -1, -1, -1);
-  const std::int64_t batch = q.dim(0), lq = q.dim(1), dim = q.dim(2);
-  detail::mha_expect_rows(k, op, "k", batch, -1, dim);
-  const std::int64_t lk = k.dim(1);
-  detail::mha_expect_rows(v, op, "v", batch, lk, dim);
-  MhaShape s = detail::mha_shape(op, batch, lq, lk, dim, heads);
+  const MhaShape s = detail::mha_operands(op, q, k, v, heads);
+  const std::int64_t batch = s.batch, lq = s.lq, dim = q.dim(2);
   expect(out, op, "out", {batch, lq, dim});
   expect(lse, op, "lse", {batch, heads, lq});
   detail::mha_check_dropout(op, dropout_p);
-  s.q_batch = q.strides[0], s.q_row = q.strides[1];
-  s.k_batch = k.strides[0], s.k_row = k.strides[1];
-  s.v_batch = v.strides[0], s.v_row = v.strides[1];
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   const MhaDropout drop{dropout_p, seed, offset};
@@ -474,21 +474,11 @@ void mha_attention_forward(Context& ctx, TensorView<T> out, TensorView<float> ls
   const std::size_t shared =
       sizeof(float) * (kBlockRows * s.head_dim + kernels::kMhaKeyTile * (s.head_dim + 1) +
                        kernels::kMhaKeyTile * s.head_dim + kBlockRows * kernels::kMhaKeyTile);
-  auto run = [&](auto kernel) {
-    launch(kernel, grid, dim3(kernels::kMhaThreads), shared, ctx.stream(), out.data, lse.data,
-           q.data, k.data, v.data, s, scale, drop);
-  };
-  switch (detail::mha_chunks(s.head_dim)) {
-    case 1:
-      run(kernels::mha_attention_forward_kernel<T, 1>);
-      break;
-    case 2:
-      run(kernels::mha_attention_forward_kernel<T, 2>);
-      break;
-    default:
-      run(kernels::mha_attention_forward_kernel<T, 4>);
-      break;
-  }
+  detail::dispatch_head_chunks(s.head_dim, [&](auto chunks) {
+    launch(kernels::mha_attention_forward_kernel<T, decltype(chunks)::value>, grid,
+           dim3(kernels::kMhaThreads), shared, ctx.stream(), out.data, lse.data, q.data, k.data,
+           v.data, s, scale, drop);
+  });
 }
 
 // dq, dk, dv (written, not accumulated; same shapes as q, k, v, any row/batch strides, e.g.
@@ -501,12 +491,8 @@ void mha_attention_backward(Context& ctx, TensorView<T> dq, TensorView<T> dk, Te
                             TensorView<const float> lse, int heads, float dropout_p = 0.0f,
                             std::uint64_t seed = 0, std::uint64_t offset = 0) {
   constexpr const char* op = "mha_attention_backward";
-  detail::mha_expect_rows(q, op, "q", -1, -1, -1);
-  const std::int64_t batch = q.dim(0), lq = q.dim(1), dim = q.dim(2);
-  detail::mha_expect_rows(k, op, "k", batch, -1, dim);
-  const std::int64_t lk = k.dim(1);
-  detail::mha_expect_rows(v, op, "v", batch, lk, dim);
-  MhaShape s = detail::mha_shape(op, batch, lq, lk, dim, heads);
+  const MhaShape s = detail::mha_operands(op, q, k, v, heads);
+  const std::int64_t batch = s.batch, lq = s.lq, lk = s.lk, dim = q.dim(2);
   expect(dout, op, "dout", {batch, lq, dim});
   expect(out, op, "out", {batch, lq, dim});
   expect(lse, op, "lse", {batch, heads, lq});
@@ -514,14 +500,11 @@ void mha_attention_backward(Context& ctx, TensorView<T> dq, TensorView<T> dk, Te
   detail::mha_expect_rows(dk, op, "dk", batch, lk, dim);
   detail::mha_expect_rows(dv, op, "dv", batch, lk, dim);
   detail::mha_check_dropout(op, dropout_p);
-  s.q_batch = q.strides[0], s.q_row = q.strides[1];
-  s.k_batch = k.strides[0], s.k_row = k.strides[1];
-  s.v_batch = v.strides[0], s.v_row = v.strides[1];
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   const MhaDropout drop{dropout_p, seed, offset};
   const int hd = s.head_dim;
-  auto run = [&](auto chunks) {
+  detail::dispatch_head_chunks(hd, [&](auto chunks) {
     constexpr int kChunks = decltype(chunks)::value;
     constexpr int kDqRows = kernels::kMhaDqRowsPerWarp<kChunks> * kernels::kMhaWarps;
     constexpr int kTile = kernels::kMhaKeyTile;
@@ -538,18 +521,7 @@ void mha_attention_backward(Context& ctx, TensorView<T> dq, TensorView<T> dk, Te
            dim3((s.lk + kTile - 1) / kTile, s.heads, s.batch), dim3(kernels::kMhaThreads),
            dkdv_shared, ctx.stream(), dk.data, dk.strides[0], dk.strides[1], dv.data, dv.strides[0],
            dv.strides[1], dout.data, q.data, k.data, v.data, out.data, lse.data, s, scale, drop);
-  };
-  switch (detail::mha_chunks(hd)) {
-    case 1:
-      run(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      run(std::integral_constant<int, 2>{});
-      break;
-    default:
-      run(std::integral_constant<int, 4>{});
-      break;
-  }
+  });
 }
 
 }  // namespace milmer

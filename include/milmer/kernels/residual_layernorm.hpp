@@ -41,7 +41,7 @@
 //     dynamic shared memory (3*W floats) when W <= 4000, else in its part's scratch slice;
 //     then writes the part's partials to scratch (P, 3, W). The two row sums are reduced with
 //     layernorm.hpp's block_sum2 (warp butterflies, then warp totals in warp order).
-//   (2) residual_layernorm_sum_partials: grid (ceil(W / 256), 3), block 256, adds the P
+//   (2) sum_partials (elementwise.hpp): grid (ceil(W / 256), 3), block 256, adds the P
 //     partials in order 0..P-1 and += into the three parameter gradients.
 //   P depends only on (rows, W), never on the device or schedule: every gradient is
 //   bit-identical under every schedule, on every run and on every GPU.
@@ -70,7 +70,8 @@
 namespace milmer::kernels {
 
 inline constexpr int kResidualLayerNormForwardThreads = 256;  // 8 warps, one row each
-inline constexpr int kResidualLayerNormBackwardMaxThreads = 256;
+// detail::row_parts_shape (layernorm.hpp) caps both backward kernels at this many threads.
+inline constexpr int kResidualLayerNormBackwardMaxThreads = kLayerNormBackwardMaxThreads;
 // 3*W floats of partials plus block_sum2's warp totals stay within the 48 KB a block gets
 // without opting in to more shared memory (which would cost occupancy).
 inline constexpr int kResidualLayerNormSharedPartialsMaxWidth = 4000;
@@ -119,56 +120,15 @@ __global__ void residual_layernorm_backward_rows(T* dresidual, T* dbranch, float
                                                  bool partials_in_shared) {
   MILMER_DYNAMIC_SHARED(float, shared_partials);
   MILMER_SHARED(float2, warp_totals, [kResidualLayerNormBackwardMaxThreads / 32]);
-  float* const part_partials = partials + static_cast<std::int64_t>(blockIdx.x) * 3 * width;
-  float* const dweight_acc =
-      zeroed_accumulators(partials_in_shared ? shared_partials : part_partials, 3, width);
-  float* const dnorm_bias_acc = dweight_acc + width;
-  float* const dbranch_bias_acc = dweight_acc + 2 * width;
-
-  const int row_begin = blockIdx.x * rows_per_part;
-  const int row_end = part_row_end(row_begin, rows, rows_per_part);
-  const float inv_width = 1.0f / static_cast<float>(width);
-  for (int row = row_begin; row < row_end; ++row) {
-    const std::int64_t base = static_cast<std::int64_t>(row) * width;
-    const T* dy = dout + base;
-    const T* s = sum + base;
-    const float row_mean = mean[row], row_rstd = rstd[row];
-
-    const float2 means =
-        layernorm_backward_row_means(dweight_acc, dnorm_bias_acc, warp_totals, dy, s, norm_weight,
-                                     width, row_mean, row_rstd, inv_width);
-
-    T* dx = dresidual + base;
-    T* dh = dbranch + base;
-    for (int c = threadIdx.x; c < width; c += blockDim.x) {
-      const float ds = layernorm_input_grad(dy[c], s[c], norm_weight[c], row_mean, row_rstd, means);
-      const float dpre = residual_dropout_keeps(p, seed, offset, base + c) ? ds * scale : 0.0f;
-      dx[c] = from_float<T>(ds);
-      dh[c] = from_float<T>(dpre);
-      dbranch_bias_acc[c] += dpre;
-    }
-  }
-
-  // The copy below moves other threads' columns (c >= width), and dbranch_bias_acc was last
-  // written after block_sum2's barriers.
-  __syncthreads();
-  if (partials_in_shared)
-    for (int c = threadIdx.x; c < 3 * width; c += blockDim.x) part_partials[c] = shared_partials[c];
-}
-
-// dst_j(c) += sum over parts k = 0..parts-1 of partials[k][j][c] for j = blockIdx.y
-// (0: dnorm_weight, 1: dnorm_bias, 2: dbranch_bias), in that fixed order.
-template <class T>
-__global__ void residual_layernorm_sum_partials(T* dnorm_weight, T* dnorm_bias, T* dbranch_bias,
-                                                const float* partials, int parts, int width) {
-  const int col = blockIdx.x * blockDim.x + threadIdx.x;
-  if (col >= width) return;
-  T* dst = blockIdx.y == 0 ? dnorm_weight : (blockIdx.y == 1 ? dnorm_bias : dbranch_bias);
-  const std::int64_t part_stride = std::int64_t{3} * width;
-  const float* column = partials + static_cast<std::int64_t>(blockIdx.y) * width + col;
-  float total = 0.0f;
-  for (int k = 0; k < parts; ++k) total += column[k * part_stride];
-  dst[col] = from_float<T>(to_float(dst[col]) + total);
+  // Accumulator rows: dnorm_weight, dnorm_bias (the LayerNorm's), dbranch_bias.
+  layernorm_backward_part<3>(
+      partials, shared_partials, warp_totals, dout, sum, norm_weight, mean, rstd, rows, width,
+      rows_per_part, partials_in_shared, [&](std::int64_t base, int c, float ds, float* acc) {
+        const float dpre = residual_dropout_keeps(p, seed, offset, base + c) ? ds * scale : 0.0f;
+        dresidual[base + c] = from_float<T>(ds);
+        dbranch[base + c] = from_float<T>(dpre);
+        acc[2 * width + c] += dpre;
+      });
 }
 
 }  // namespace milmer::kernels
@@ -217,19 +177,14 @@ void residual_layernorm_forward(Context& ctx, TensorView<T> out, TensorView<T> s
                                 TensorView<const std::type_identity_t<T>> norm_bias, float eps,
                                 float p, std::uint64_t seed, std::uint64_t offset) {
   constexpr const char* op = "residual_layernorm_forward";
-  expect(residual, op, "residual", {-1, -1});
-  const std::int64_t rows = residual.dim(0), width = residual.dim(1);
-  detail::expect_int_range(rows, op, "residual rows");
-  detail::expect_int_range(width, op, "residual width");
-  expect(branch, op, "branch", {rows, width});
-  expect(out, op, "out", {rows, width});
-  expect(sum, op, "sum", {rows, width});
-  expect(mean, op, "mean", {rows});
-  expect(rstd, op, "rstd", {rows});
-  expect(branch_bias, op, "branch_bias", {width});
-  expect(norm_weight, op, "norm_weight", {width});
-  expect(norm_bias, op, "norm_bias", {width});
-  check(eps > 0.0f && eps < 1e30f, op, "eps", "a finite value > 0", str(eps));
+  const auto [rows, width] = detail::expect_rows(residual, op, "residual");
+  detail::expect_each(op, {rows, width}, detail::named(branch, "branch"), detail::named(out, "out"),
+                      detail::named(sum, "sum"));
+  detail::expect_each(op, {rows}, detail::named(mean, "mean"), detail::named(rstd, "rstd"));
+  detail::expect_each(op, {width}, detail::named(branch_bias, "branch_bias"),
+                      detail::named(norm_weight, "norm_weight"),
+                      detail::named(norm_bias, "norm_bias"));
+  detail::expect_layernorm_eps(eps, op);
   detail::expect_drop_probability(p, op);
   const float scale = 1.0f / (1.0f - p);
   constexpr int rows_per_block = kernels::kResidualLayerNormForwardThreads / 32;
@@ -255,44 +210,30 @@ void residual_layernorm_backward(Context& ctx, TensorView<T> dresidual, TensorVi
                                  TensorView<const float> mean, TensorView<const float> rstd,
                                  float p, std::uint64_t seed, std::uint64_t offset) {
   constexpr const char* op = "residual_layernorm_backward";
-  expect(dout, op, "dout", {-1, -1});
-  const std::int64_t rows = dout.dim(0), width = dout.dim(1);
-  detail::expect_int_range(rows, op, "dout rows");
-  detail::expect_int_range(width, op, "dout width");
-  expect(sum, op, "sum", {rows, width});
-  expect(dresidual, op, "dresidual", {rows, width});
-  expect(dbranch, op, "dbranch", {rows, width});
-  check(dbranch.data != dresidual.data, op, "dbranch", "a buffer apart from dresidual",
-        "the dresidual buffer");
-  expect(dnorm_weight, op, "dnorm_weight", {width});
-  expect(dnorm_bias, op, "dnorm_bias", {width});
-  expect(dbranch_bias, op, "dbranch_bias", {width});
-  expect(norm_weight, op, "norm_weight", {width});
-  expect(mean, op, "mean", {rows});
-  expect(rstd, op, "rstd", {rows});
+  const auto [rows, width] = detail::expect_rows(dout, op, "dout");
+  detail::expect_each(op, {rows, width}, detail::named(sum, "sum"),
+                      detail::named(dresidual, "dresidual"), detail::named(dbranch, "dbranch"));
+  MILMER_CHECK(dbranch.data != dresidual.data, op, "dbranch", "a buffer apart from dresidual",
+               "the dresidual buffer");
+  detail::expect_each(op, {width}, detail::named(dnorm_weight, "dnorm_weight"),
+                      detail::named(dnorm_bias, "dnorm_bias"),
+                      detail::named(dbranch_bias, "dbranch_bias"),
+                      detail::named(norm_weight, "norm_weight"));
+  detail::expect_each(op, {rows}, detail::named(mean, "mean"), detail::named(rstd, "rstd"));
   detail::expect_drop_probability(p, op);
-  const std::int64_t need = residual_layernorm_backward_scratch_elements(rows, width);
-  detail::expect_flat(scratch, op, "scratch");
-  check(scratch.numel() >= need, op, "scratch", str("at least ", need, " floats"),
-        str(scratch.numel(), " floats"));
+  detail::expect_scratch(scratch, op, residual_layernorm_backward_scratch_elements(rows, width));
 
   const float scale = 1.0f / (1.0f - p);
-  const int parts = residual_layernorm_backward_parts(rows, width);
-  const int rows_per_part = static_cast<int>((rows + parts - 1) / parts);
-  const int threads = static_cast<int>(std::min<std::int64_t>(
-      kernels::kResidualLayerNormBackwardMaxThreads, (width + 31) / 32 * 32));
-  const bool partials_in_shared = width <= kernels::kResidualLayerNormSharedPartialsMaxWidth;
-  const std::size_t shared_bytes =
-      partials_in_shared ? static_cast<std::size_t>(3 * width) * sizeof(float) : 0;
-  launch(kernels::residual_layernorm_backward_rows<T>, dim3(static_cast<unsigned>(parts)),
-         dim3(threads), shared_bytes, ctx.stream(), dresidual.data, dbranch.data, scratch.data,
-         dout.data, sum.data, norm_weight.data, mean.data, rstd.data, static_cast<int>(rows),
-         static_cast<int>(width), rows_per_part, p, scale, seed, offset, partials_in_shared);
-  const int finish_threads = kernels::kElementwiseThreads;
-  launch(kernels::residual_layernorm_sum_partials<T>,
-         dim3(detail::blocks_for(width, finish_threads, op), 3), dim3(finish_threads), 0,
-         ctx.stream(), dnorm_weight.data, dnorm_bias.data, dbranch_bias.data,
-         static_cast<const float*>(scratch.data), parts, static_cast<int>(width));
+  const auto shape =
+      detail::row_parts_shape(residual_layernorm_backward_parts(rows, width), rows, width, 3,
+                              kernels::kResidualLayerNormSharedPartialsMaxWidth);
+  launch(kernels::residual_layernorm_backward_rows<T>, dim3(static_cast<unsigned>(shape.parts)),
+         dim3(shape.threads), shape.shared_bytes, ctx.stream(), dresidual.data, dbranch.data,
+         scratch.data, dout.data, sum.data, norm_weight.data, mean.data, rstd.data,
+         static_cast<int>(rows), static_cast<int>(width), shape.rows_per_part, p, scale, seed,
+         offset, shape.partials_in_shared);
+  detail::launch_sum_partials<T>(ctx, op, dnorm_weight.data, dnorm_bias.data, dbranch_bias.data,
+                                 scratch.data, shape.parts, width, 3);
 }
 
 }  // namespace milmer

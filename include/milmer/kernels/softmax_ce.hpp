@@ -17,11 +17,11 @@
 // Launch shape:
 //   softmax_ce_rows_kernel: one warp per row, block 256 threads (8 rows), grid ceil(B / 8),
 //     no shared memory. Each lane strides over the row's columns three times (max, sum of
-//     exponentials, write), the warp combines with butterfly shuffles, so every lane holds the
-//     same m and s and the result does not depend on thread order.
+//     exponentials, write), the warp combines with butterfly shuffles (warp_max, warp_sum),
+//     so every lane holds the same m and s and the result does not depend on thread order.
 //   mean_loss_kernel: one block of 256 threads sums the B losses in a fixed order (strided
-//     per-thread sums, then a shared-memory tree of 256 floats), so the mean is
-//     bit-reproducible (no float atomics).
+//     per-thread sums, then device_common.hpp's block_sum tree over 256 floats), so the mean
+//     is bit-reproducible (no float atomics).
 // Minimum traffic: read B*C logits + B labels, write B*C gradient (or probabilities) + B
 // losses + 1 mean: about 8 B C bytes for float storage.
 //
@@ -42,6 +42,7 @@
 
 #include "milmer/context.hpp"
 #include "milmer/error.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
@@ -62,14 +63,14 @@ __global__ void softmax_ce_rows_kernel(T* out, float* losses, const T* logits, c
   const int label = labels[row];
   const bool label_ok = label >= 0 && label < classes;
   // Read before the warp's shuffles: with out == logits, other lanes write the row after them.
-  const float label_logit = label_ok ? static_cast<float>(x[label]) : 0.0f;
+  const float label_logit = label_ok ? to_float(x[label]) : 0.0f;
 
   float m = -INFINITY;
-  for (int j = lane; j < classes; j += 32) m = fmaxf(m, static_cast<float>(x[j]));
-  for (int d = 16; d > 0; d /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, d));
+  for (int j = lane; j < classes; j += 32) m = fmaxf(m, to_float(x[j]));
+  m = warp_max(m);
   float s = 0.0f;
-  for (int j = lane; j < classes; j += 32) s += expf(static_cast<float>(x[j]) - m);
-  for (int d = 16; d > 0; d /= 2) s += __shfl_xor_sync(0xffffffffu, s, d);
+  for (int j = lane; j < classes; j += 32) s += expf(to_float(x[j]) - m);
+  s = warp_sum(s);
 
   if (lane == 0) losses[row] = label_ok ? (m - label_logit) + logf(s) : NAN;
 
@@ -78,14 +79,14 @@ __global__ void softmax_ce_rows_kernel(T* out, float* losses, const T* logits, c
   // happen before the writes below.
   __syncwarp();
   for (int j = lane; j < classes; j += 32) {
-    const float p = expf(static_cast<float>(x[j]) - m) / s;
+    const float p = expf(to_float(x[j]) - m) / s;
     float v;
     if constexpr (kGradient) {
       v = label_ok ? (p - (j == label ? 1.0f : 0.0f)) * grad_scale : NAN;
     } else {
       v = p;
     }
-    o[j] = static_cast<T>(v);
+    o[j] = from_float<T>(v);
   }
 }
 
@@ -93,22 +94,15 @@ __global__ void softmax_ce_rows_kernel(T* out, float* losses, const T* logits, c
 template <int kThreads>
 __global__ void mean_loss_kernel(float* loss_mean, const float* losses, int rows) {
   MILMER_SHARED(float, partial, [kThreads]);
-  float sum = 0.0f;
-  for (int i = threadIdx.x; i < rows; i += kThreads) sum += losses[i];
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) loss_mean[0] = partial[0] / static_cast<float>(rows);
+  const float total = block_sum_of(losses, rows, partial);
+  if (threadIdx.x == 0) loss_mean[0] = total / static_cast<float>(rows);
 }
 
 }  // namespace milmer::kernels
 
 namespace milmer {
 
-namespace softmax_ce_detail {
+namespace detail {
 
 inline std::string label_range(std::int64_t classes) {
   return str("class indices in [0, ", classes, ")");
@@ -121,19 +115,19 @@ void softmax_ce_launch(const char* op, Context& ctx, TensorView<float> loss_mean
                        std::span<const int> host_labels) {
   expect(logits, op, "logits", {-1, -1});
   const std::int64_t rows = logits.shape[0], classes = logits.shape[1];
-  check(rows <= INT32_MAX / 2 && classes <= INT32_MAX, op, "logits",
-        str("at most ", INT32_MAX / 2, " rows and ", INT32_MAX, " classes"),
-        str("shape ", logits.shape_string()));
+  MILMER_CHECK(rows <= INT32_MAX / 2 && classes <= INT32_MAX, op, "logits",
+               str("at most ", INT32_MAX / 2, " rows and ", INT32_MAX, " classes"),
+               str("shape ", logits.shape_string()));
   expect(out, op, kGradient ? "dlogits" : "probs", {rows, classes});
   expect(labels, op, "labels", {rows});
   expect(losses, op, "losses", {rows});
   expect(loss_mean, op, "loss_mean", {1});
   if (!host_labels.empty()) {
-    check(static_cast<std::int64_t>(host_labels.size()) == rows, op, "host_labels",
-          str(rows, " labels (logits' rows)"), str(host_labels.size(), " labels"));
+    MILMER_CHECK(static_cast<std::int64_t>(host_labels.size()) == rows, op, "host_labels",
+                 str(rows, " labels (logits' rows)"), str(host_labels.size(), " labels"));
     for (std::size_t i = 0; i < host_labels.size(); ++i)
-      check(host_labels[i] >= 0 && host_labels[i] < classes, op, "labels", label_range(classes),
-            str("labels[", i, "] = ", host_labels[i]));
+      MILMER_CHECK(host_labels[i] >= 0 && host_labels[i] < classes, op, "labels",
+                   label_range(classes), str("labels[", i, "] = ", host_labels[i]));
   }
   const int r = static_cast<int>(rows), c = static_cast<int>(classes);
   launch(kernels::softmax_ce_rows_kernel<T, kGradient>,
@@ -156,11 +150,11 @@ void softmax_ce_launch(const char* op, Context& ctx, TensorView<float> loss_mean
                                     cudaMemcpyDeviceToHost, ctx.stream()));
   MILMER_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
   for (std::size_t i = 0; i < h.size(); ++i)
-    check(h[i] >= 0 && h[i] < classes, op, "labels", label_range(classes),
-          str("labels[", i, "] = ", h[i]));
+    MILMER_CHECK(h[i] >= 0 && h[i] < classes, op, "labels", label_range(classes),
+                 str("labels[", i, "] = ", h[i]));
 }
 
-}  // namespace softmax_ce_detail
+}  // namespace detail
 
 // Training: losses (B) and loss_mean (1) of softmax cross-entropy, and dlogits (B, C) =
 // (softmax(logits) - onehot(labels)) * dloss / B. host_labels (optional, the same B labels in
@@ -171,11 +165,11 @@ void softmax_ce_forward(Context& ctx, TensorView<float> loss_mean, TensorView<fl
                         TensorView<const int> labels, float dloss = 1.0f,
                         std::span<const int> host_labels = {}) {
   constexpr const char* op = "softmax_ce_forward";
-  check(std::isfinite(dloss), op, "dloss", "a finite scale", str(dloss));
+  MILMER_CHECK(std::isfinite(dloss), op, "dloss", "a finite scale", str(dloss));
   const float grad_scale =
       logits.rank == 2 && logits.shape[0] > 0 ? dloss / static_cast<float>(logits.shape[0]) : dloss;
-  softmax_ce_detail::softmax_ce_launch<T, true>(op, ctx, loss_mean, losses, dlogits, logits, labels,
-                                                grad_scale, host_labels);
+  detail::softmax_ce_launch<T, true>(op, ctx, loss_mean, losses, dlogits, logits, labels,
+                                     grad_scale, host_labels);
 }
 
 // Evaluation: losses, loss_mean and probs (B, C) = softmax(logits); no gradient.
@@ -183,8 +177,8 @@ template <class T>
 void softmax_ce_forward_only(Context& ctx, TensorView<float> loss_mean, TensorView<float> losses,
                              TensorView<T> probs, TensorView<const std::type_identity_t<T>> logits,
                              TensorView<const int> labels, std::span<const int> host_labels = {}) {
-  softmax_ce_detail::softmax_ce_launch<T, false>("softmax_ce_forward_only", ctx, loss_mean, losses,
-                                                 probs, logits, labels, 1.0f, host_labels);
+  detail::softmax_ce_launch<T, false>("softmax_ce_forward_only", ctx, loss_mean, losses, probs,
+                                      logits, labels, 1.0f, host_labels);
 }
 
 }  // namespace milmer

@@ -22,26 +22,20 @@
 //   (written; the padding's gradient is dropped).
 //
 // Launch shape: one thread per destination element, block 256, grid-stride over 1-D grid
-// (at most 65535 * 8 blocks). No shared memory.
+// (at most 65535 * 8 blocks: device_common.hpp's launch_grid_stride). No shared memory.
 // Minimum bytes moved: read the source once, write the destination once (padding zeros are
 // writes only): pixel gather B*Cin*H*W*s read + B*Hp*Wp*Cin*P*P*s written; pad_map
 // B*H*W*C*s + B*Hp*Wp*C*s; merge_gather B*H*W*C*s + B*ceil(H/2)*ceil(W/2)*4C*s.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "milmer/context.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
 namespace milmer::kernels {
-
-inline constexpr int kSwinLayoutThreads = 256;
-
-inline dim3 swin_layout_grid(std::int64_t n) {
-  return dim3(static_cast<unsigned>(std::clamp<std::int64_t>((n + 255) / 256, 1, 65535 * 8)));
-}
 
 template <class T>
 __global__ void patch_gather_forward_kernel(T* patches, const T* pixels, int batch, int channels,
@@ -49,8 +43,7 @@ __global__ void patch_gather_forward_kernel(T* patches, const T* pixels, int bat
                                             int grid_w) {
   const std::int64_t k = std::int64_t{channels} * patch * patch;
   const std::int64_t n = std::int64_t{batch} * grid_h * grid_w * k;
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < n; e += grid_thread_count()) {
     const std::int64_t token = e / k;
     const int col = static_cast<int>(e % k);
     const int c = col / (patch * patch), ky = (col / patch) % patch, kx = col % patch;
@@ -68,8 +61,7 @@ __global__ void patch_gather_backward_kernel(T* dpixels, const T* dpatches, int 
                                              int grid_w) {
   const std::int64_t n = std::int64_t{batch} * channels * height * width;
   const std::int64_t k = std::int64_t{channels} * patch * patch;
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < n; e += grid_thread_count()) {
     const int x = static_cast<int>(e % width), y = static_cast<int>((e / width) % height);
     const int c = static_cast<int>((e / (std::int64_t{width} * height)) % channels);
     const std::int64_t b = e / (std::int64_t{width} * height * channels);
@@ -81,10 +73,9 @@ __global__ void patch_gather_backward_kernel(T* dpixels, const T* dpatches, int 
 // forward: out (B, Hp, Wp, C) from inp (B, H, W, C); backward: inp-shaped from out-shaped.
 template <class T>
 __global__ void pad_map_forward_kernel(T* out, const T* inp, int batch, int height, int width,
-                                       int padded_height, int padded_width, int channels) {
+                                       int channels, int padded_height, int padded_width) {
   const std::int64_t n = std::int64_t{batch} * padded_height * padded_width * channels;
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < n; e += grid_thread_count()) {
     const int c = static_cast<int>(e % channels);
     const std::int64_t t = e / channels;
     const int x = static_cast<int>(t % padded_width),
@@ -97,10 +88,9 @@ __global__ void pad_map_forward_kernel(T* out, const T* inp, int batch, int heig
 
 template <class T>
 __global__ void pad_map_backward_kernel(T* dinp, const T* dout, int batch, int height, int width,
-                                        int padded_height, int padded_width, int channels) {
+                                        int channels, int padded_height, int padded_width) {
   const std::int64_t n = std::int64_t{batch} * height * width * channels;
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < n; e += grid_thread_count()) {
     const int c = static_cast<int>(e % channels);
     const std::int64_t t = e / channels;
     const int x = static_cast<int>(t % width), y = static_cast<int>((t / width) % height);
@@ -114,8 +104,7 @@ __global__ void merge_gather_forward_kernel(T* out, const T* inp, int batch, int
                                             int channels) {
   const int h2 = (height + 1) / 2, w2 = (width + 1) / 2;
   const std::int64_t n = std::int64_t{batch} * h2 * w2 * 4 * channels;
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < n; e += grid_thread_count()) {
     const int col = static_cast<int>(e % (4 * channels));
     const int q = col / channels, c = col % channels;
     const std::int64_t t = e / (4 * channels);
@@ -132,8 +121,7 @@ __global__ void merge_gather_backward_kernel(T* dinp, const T* dout, int batch, 
                                              int width, int channels) {
   const int h2 = (height + 1) / 2, w2 = (width + 1) / 2;
   const std::int64_t n = std::int64_t{batch} * height * width * channels;
-  for (std::int64_t e = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t e = global_thread_index(); e < n; e += grid_thread_count()) {
     const int c = static_cast<int>(e % channels);
     const std::int64_t t = e / channels;
     const int x = static_cast<int>(t % width), y = static_cast<int>((t / width) % height);
@@ -149,8 +137,19 @@ namespace milmer {
 
 namespace detail {
 inline int positive_int(std::int64_t v, const char* op, const char* name) {
-  check(v >= 1 && v <= 0x7fffffff, op, name, "an int in [1, 2^31)", str(v));
+  MILMER_CHECK(v >= 1 && v <= 0x7fffffff, op, name, "an int in [1, 2^31)", str(v));
   return static_cast<int>(v);
+}
+
+// Launches a map kernel (dst, src, B, H, W, C, extra...) over n destination elements, the
+// sizes those of the (B, H, W, C) map, each an int >= 1.
+template <class T, class... Params, class... Extra>
+void map_layout_launch(Context& ctx, const char* op, void (*kernel)(Params...), std::int64_t n,
+                       T* dst, const T* src, const TensorView<const T>& map,
+                       const Extra&... extra) {
+  launch_grid_stride(ctx, n, kernel, dst, src, positive_int(map.dim(0), op, "batch"),
+                     positive_int(map.dim(1), op, "H"), positive_int(map.dim(2), op, "W"),
+                     positive_int(map.dim(3), op, "C"), extra...);
 }
 }  // namespace detail
 
@@ -163,15 +162,14 @@ void patch_gather_launch(Context& ctx, const char* op, Kernel kernel, T* dst, co
                          const char* image_name, const char* patches_name, int patch,
                          std::int64_t n) {
   expect(image, op, image_name, {-1, -1, -1, -1});
-  check(patch >= 1, op, "patch", ">= 1", str(patch));
+  MILMER_CHECK(patch >= 1, op, "patch", ">= 1", str(patch));
   const int b = positive_int(image.dim(0), op, "batch");
   const int c = positive_int(image.dim(1), op, "channels");
   const int h = positive_int(image.dim(2), op, "height");
   const int w = positive_int(image.dim(3), op, "width");
   const int gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
   expect(patches, op, patches_name, {std::int64_t{b} * gh * gw, std::int64_t{c} * patch * patch});
-  launch(kernel, kernels::swin_layout_grid(n), dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(),
-         dst, src, b, c, h, w, patch, gh, gw);
+  launch_grid_stride(ctx, n, kernel, dst, src, b, c, h, w, patch, gh, gw);
 }
 }  // namespace detail
 
@@ -195,20 +193,26 @@ void patch_gather_backward(Context& ctx, TensorView<T> dpixels,
 }
 
 namespace detail {
-// Checks a (B, H, W, C) map and its (B, Hp, Wp, C) padded form and launches `kernel` on them;
-// the forward writes the padded map, the backward the unpadded one.
-template <class T, class Kernel>
-void pad_map_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const T* src,
-                    const TensorView<const T>& small, const TensorView<const T>& padded,
-                    const char* small_name, const char* padded_name, std::int64_t n) {
-  expect(small, op, small_name, {-1, -1, -1, -1});
-  expect(padded, op, padded_name, {small.dim(0), -1, -1, small.dim(3)});
-  check(padded.dim(1) >= small.dim(1) && padded.dim(2) >= small.dim(2), op, padded_name,
-        str("a map at least ", small.dim(1), " x ", small.dim(2)), padded.shape_string());
-  launch(kernel, kernels::swin_layout_grid(n), dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(),
-         dst, src, positive_int(small.dim(0), op, "batch"), positive_int(small.dim(1), op, "H"),
-         positive_int(small.dim(2), op, "W"), positive_int(padded.dim(1), op, "Hp"),
-         positive_int(padded.dim(2), op, "Wp"), positive_int(small.dim(3), op, "C"));
+enum class MapLayout { pad, merge };
+// Checks a (B, H, W, C) map and its padded (B, Hp, Wp, C) or merged (B, ceil(H/2) *
+// ceil(W/2), 4C) form and launches `kernel` on them (padding adds Hp, Wp to its arguments);
+// the forward writes the padded or merged tensor, the backward the map gradient.
+template <MapLayout kLayout, class T, class Kernel>
+void map_pair_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const T* src,
+                     const TensorView<const T>& map, const TensorView<const T>& other,
+                     const char* map_name, const char* other_name, std::int64_t n) {
+  expect(map, op, map_name, {-1, -1, -1, -1});
+  if constexpr (kLayout == MapLayout::merge) {
+    const std::int64_t h2 = (map.dim(1) + 1) / 2, w2 = (map.dim(2) + 1) / 2;
+    expect(other, op, other_name, {map.dim(0), h2 * w2, 4 * map.dim(3)});
+    map_layout_launch(ctx, op, kernel, n, dst, src, map);
+  } else {
+    expect(other, op, other_name, {map.dim(0), -1, -1, map.dim(3)});
+    MILMER_CHECK(other.dim(1) >= map.dim(1) && other.dim(2) >= map.dim(2), op, other_name,
+                 str("a map at least ", map.dim(1), " x ", map.dim(2)), other.shape_string());
+    map_layout_launch(ctx, op, kernel, n, dst, src, map, positive_int(other.dim(1), op, "Hp"),
+                      positive_int(other.dim(2), op, "Wp"));
+  }
 }
 }  // namespace detail
 
@@ -216,44 +220,36 @@ void pad_map_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const T
 template <class T>
 void pad_map_forward(Context& ctx, TensorView<T> out,
                      TensorView<const std::type_identity_t<T>> inp) {
-  detail::pad_map_launch(ctx, "pad_map_forward", kernels::pad_map_forward_kernel<T>, out.data,
-                         inp.data, inp, TensorView<const T>(out), "inp", "out", out.numel());
+  detail::map_pair_launch<detail::MapLayout::pad>(
+      ctx, "pad_map_forward", kernels::pad_map_forward_kernel<T>, out.data, inp.data, inp,
+      TensorView<const T>(out), "inp", "out", out.numel());
 }
 
 // dinp (B, H, W, C) = dout (B, Hp, Wp, C) cropped; written.
 template <class T>
 void pad_map_backward(Context& ctx, TensorView<T> dinp,
                       TensorView<const std::type_identity_t<T>> dout) {
-  detail::pad_map_launch(ctx, "pad_map_backward", kernels::pad_map_backward_kernel<T>, dinp.data,
-                         dout.data, TensorView<const T>(dinp), dout, "dinp", "dout", dinp.numel());
+  detail::map_pair_launch<detail::MapLayout::pad>(
+      ctx, "pad_map_backward", kernels::pad_map_backward_kernel<T>, dinp.data, dout.data,
+      TensorView<const T>(dinp), dout, "dinp", "dout", dinp.numel());
 }
 
 // out (B, ceil(H/2) * ceil(W/2), 4C) from inp (B, H, W, C) in transformers' quadrant order.
 template <class T>
 void merge_gather_forward(Context& ctx, TensorView<T> out,
                           TensorView<const std::type_identity_t<T>> inp) {
-  constexpr const char* op = "merge_gather_forward";
-  expect(inp, op, "inp", {-1, -1, -1, -1});
-  const std::int64_t h2 = (inp.dim(1) + 1) / 2, w2 = (inp.dim(2) + 1) / 2;
-  expect(out, op, "out", {inp.dim(0), h2 * w2, 4 * inp.dim(3)});
-  launch(kernels::merge_gather_forward_kernel<T>, kernels::swin_layout_grid(out.numel()),
-         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), out.data, inp.data,
-         detail::positive_int(inp.dim(0), op, "batch"), detail::positive_int(inp.dim(1), op, "H"),
-         detail::positive_int(inp.dim(2), op, "W"), detail::positive_int(inp.dim(3), op, "C"));
+  detail::map_pair_launch<detail::MapLayout::merge>(
+      ctx, "merge_gather_forward", kernels::merge_gather_forward_kernel<T>, out.data, inp.data, inp,
+      TensorView<const T>(out), "inp", "out", out.numel());
 }
 
 // dinp (B, H, W, C) written from dout (B, ceil(H/2) * ceil(W/2), 4C).
 template <class T>
 void merge_gather_backward(Context& ctx, TensorView<T> dinp,
                            TensorView<const std::type_identity_t<T>> dout) {
-  constexpr const char* op = "merge_gather_backward";
-  expect(dinp, op, "dinp", {-1, -1, -1, -1});
-  const std::int64_t h2 = (dinp.dim(1) + 1) / 2, w2 = (dinp.dim(2) + 1) / 2;
-  expect(dout, op, "dout", {dinp.dim(0), h2 * w2, 4 * dinp.dim(3)});
-  launch(kernels::merge_gather_backward_kernel<T>, kernels::swin_layout_grid(dinp.numel()),
-         dim3(kernels::kSwinLayoutThreads), 0, ctx.stream(), dinp.data, dout.data,
-         detail::positive_int(dinp.dim(0), op, "batch"), detail::positive_int(dinp.dim(1), op, "H"),
-         detail::positive_int(dinp.dim(2), op, "W"), detail::positive_int(dinp.dim(3), op, "C"));
+  detail::map_pair_launch<detail::MapLayout::merge>(
+      ctx, "merge_gather_backward", kernels::merge_gather_backward_kernel<T>, dinp.data, dout.data,
+      TensorView<const T>(dinp), dout, "dinp", "dout", dinp.numel());
 }
 
 }  // namespace milmer

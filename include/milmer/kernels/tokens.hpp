@@ -35,7 +35,8 @@
 //   Every sum has one fixed order and no atomics: the gradients are bit-identical under every
 //   schedule and on every run. Consecutive threads take consecutive channels, so every
 //   global access of a warp is one contiguous run.
-//   cls_gather, cls_scatter_add: one (b, c) per thread, block 256, grid ceil(B*D / 256).
+//   cls_gather, cls_scatter_add (cls_slot_elements): one (b, c) per thread, block 256, grid
+//   ceil(B*D / 256).
 //
 // Minimum bytes moved (s = sizeof(T), P = (3 + N + C) * D parameter elements)
 //   token_assembly_forward:  B*(N+C)*D*s + P*s + B*S*D*s     read V, E, parameters; write X
@@ -50,7 +51,7 @@
 #include <type_traits>
 
 #include "milmer/context.hpp"
-#include "milmer/kernels/elementwise.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
@@ -64,7 +65,7 @@ __global__ void token_assembly_forward_elements(T* tokens, const T* visual, cons
                                                 const T* pos_visual, const T* pos_eeg,
                                                 std::int64_t n, int visual_tokens, int eeg_tokens,
                                                 int width) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t i = global_thread_index();
   if (i >= n) return;
   const int sequence = 1 + visual_tokens + eeg_tokens;
   const int c = static_cast<int>(i % width);
@@ -92,7 +93,7 @@ __global__ void token_assembly_backward_tokens(T* dvisual, T* deeg, T* dcls, T* 
                                                T* dpos_eeg, float* token_sums, const T* dtokens,
                                                int batch, int visual_tokens, int eeg_tokens,
                                                int width) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t i = global_thread_index();
   const int sequence = 1 + visual_tokens + eeg_tokens;
   if (i >= static_cast<std::int64_t>(sequence) * width) return;
   const int t = static_cast<int>(i / width);
@@ -135,23 +136,18 @@ __global__ void token_assembly_backward_types(T* dtype_embed, const float* token
   *dst = from_float<T>(to_float(*dst) + total);
 }
 
-template <class T>
-__global__ void cls_gather_elements(T* out, const T* tokens, std::int64_t n, int sequence,
-                                    int width) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+// The CLS slot of sample b = i / width, channel i % width, in (B, S, D) tokens: cls_gather
+// (kScatterAdd false: dst (B, D) = tokens[:, 0, :]) and its backward cls_scatter_add
+// (kScatterAdd true: tokens[:, 0, :] += src (B, D)), one (b, c) per thread.
+template <class T, bool kScatterAdd>
+__global__ void cls_slot_elements(T* dst, const T* src, std::int64_t n, int sequence, int width) {
+  const std::int64_t i = global_thread_index();
   if (i >= n) return;
-  const std::int64_t b = i / width;
-  out[i] = tokens[b * sequence * width + i % width];
-}
-
-template <class T>
-__global__ void cls_scatter_add_elements(T* dtokens, const T* dcls, std::int64_t n, int sequence,
-                                         int width) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const std::int64_t b = i / width;
-  T* const slot = dtokens + b * sequence * width + i % width;
-  *slot = from_float<T>(to_float(*slot) + to_float(dcls[i]));
+  const std::int64_t slot = i / width * sequence * width + i % width;
+  if constexpr (kScatterAdd)
+    dst[slot] = from_float<T>(to_float(dst[slot]) + to_float(src[i]));
+  else
+    dst[i] = src[slot];
 }
 
 }  // namespace milmer::kernels
@@ -173,10 +169,24 @@ TokenSizes token_sizes(const TensorView<T>& visual, const char* visual_name,
   const std::int64_t batch = visual.dim(0), width = visual.dim(2);
   expect(eeg, op, eeg_name, {batch, -1, width});
   const TokenSizes z{batch, visual.dim(1), eeg.dim(1), width};
-  expect_int_range(z.batch, op, str(visual_name, " batch").c_str());
+  expect_int_range(z.batch, op, visual_name, " batch");
   expect_int_range(z.sequence(), op, "tokens per sample");
   expect_int_range(z.sequence() * z.width, op, "tokens per sample x width");
   return z;
+}
+
+// The token tensor (B, S, D) and the four parameters (or their gradients) of token
+// assembly, checked in that order; names: tokens, cls, type_embed, pos_visual, pos_eeg.
+template <class T, class P>
+void expect_token_tensors(const char* op, const TokenSizes& z, const char* const (&names)[5],
+                          const TensorView<T>& tokens, const TensorView<P>& cls,
+                          const TensorView<P>& type_embed, const TensorView<P>& pos_visual,
+                          const TensorView<P>& pos_eeg) {
+  expect(tokens, op, names[0], {z.batch, z.sequence(), z.width});
+  expect(cls, op, names[1], {z.width});
+  expect(type_embed, op, names[2], {2, z.width});
+  expect(pos_visual, op, names[3], {z.visual_tokens, z.width});
+  expect(pos_eeg, op, names[4], {z.eeg_tokens, z.width});
 }
 
 }  // namespace detail
@@ -200,11 +210,8 @@ void token_assembly_forward(Context& ctx, TensorView<T> tokens,
                             TensorView<const std::type_identity_t<T>> pos_eeg) {
   constexpr const char* op = "token_assembly_forward";
   const auto z = detail::token_sizes(visual, "visual", eeg, "eeg", op);
-  expect(tokens, op, "tokens", {z.batch, z.sequence(), z.width});
-  expect(cls, op, "cls", {z.width});
-  expect(type_embed, op, "type_embed", {2, z.width});
-  expect(pos_visual, op, "pos_visual", {z.visual_tokens, z.width});
-  expect(pos_eeg, op, "pos_eeg", {z.eeg_tokens, z.width});
+  detail::expect_token_tensors(op, z, {"tokens", "cls", "type_embed", "pos_visual", "pos_eeg"},
+                               tokens, cls, type_embed, pos_visual, pos_eeg);
   const std::int64_t n = tokens.numel();
   const int threads = kernels::kTokenThreads;
   launch(kernels::token_assembly_forward_elements<T>, dim3(detail::blocks_for(n, threads, op)),
@@ -224,16 +231,11 @@ void token_assembly_backward(Context& ctx, TensorView<T> dvisual, TensorView<T> 
                              TensorView<const std::type_identity_t<T>> dtokens) {
   constexpr const char* op = "token_assembly_backward";
   const auto z = detail::token_sizes(dvisual, "dvisual", deeg, "deeg", op);
-  expect(dtokens, op, "dtokens", {z.batch, z.sequence(), z.width});
-  expect(dcls, op, "dcls", {z.width});
-  expect(dtype_embed, op, "dtype_embed", {2, z.width});
-  expect(dpos_visual, op, "dpos_visual", {z.visual_tokens, z.width});
-  expect(dpos_eeg, op, "dpos_eeg", {z.eeg_tokens, z.width});
-  const std::int64_t need =
-      token_assembly_backward_scratch_elements(z.visual_tokens, z.eeg_tokens, z.width);
-  detail::expect_flat(scratch, op, "scratch");
-  check(scratch.numel() >= need, op, "scratch", str("at least ", need, " floats"),
-        str(scratch.numel(), " floats"));
+  detail::expect_token_tensors(op, z, {"dtokens", "dcls", "dtype_embed", "dpos_visual", "dpos_eeg"},
+                               dtokens, dcls, dtype_embed, dpos_visual, dpos_eeg);
+  detail::expect_scratch(
+      scratch, op,
+      token_assembly_backward_scratch_elements(z.visual_tokens, z.eeg_tokens, z.width));
   const int threads = kernels::kTokenThreads;
   launch(kernels::token_assembly_backward_tokens<T>,
          dim3(detail::blocks_for(z.sequence() * z.width, threads, op)), dim3(threads), 0,
@@ -246,19 +248,29 @@ void token_assembly_backward(Context& ctx, TensorView<T> dvisual, TensorView<T> 
       static_cast<int>(z.visual_tokens), static_cast<int>(z.eeg_tokens), static_cast<int>(z.width));
 }
 
+namespace detail {
+// The shared part of cls_gather and cls_scatter_add: `tokens` (B, S, D) and `cls` (B, D)
+// checked, then `kernel` launched over the B * D elements of cls as (dst, src, n, S, D).
+template <class T, class Kernel>
+void cls_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const T* src,
+                const TensorView<const T>& tokens, const char* tokens_name,
+                const TensorView<const T>& cls, const char* cls_name) {
+  expect(tokens, op, tokens_name, {-1, -1, -1});
+  const std::int64_t sequence = tokens.dim(1), width = tokens.dim(2);
+  expect_int_range(sequence * width, op, "tokens per sample x width");
+  expect(cls, op, cls_name, {tokens.dim(0), width});
+  const std::int64_t n = cls.numel();
+  const int threads = kernels::kTokenThreads;
+  launch(kernel, dim3(blocks_for(n, threads, op)), dim3(threads), 0, ctx.stream(), dst, src, n,
+         static_cast<int>(sequence), static_cast<int>(width));
+}
+}  // namespace detail
+
 // out (B, D) = tokens[:, 0, :]: the CLS token of each sample, for the head.
 template <class T>
 void cls_gather(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> tokens) {
-  constexpr const char* op = "cls_gather";
-  expect(tokens, op, "tokens", {-1, -1, -1});
-  const std::int64_t batch = tokens.dim(0), sequence = tokens.dim(1), width = tokens.dim(2);
-  detail::expect_int_range(sequence * width, op, "tokens per sample x width");
-  expect(out, op, "out", {batch, width});
-  const std::int64_t n = out.numel();
-  const int threads = kernels::kTokenThreads;
-  launch(kernels::cls_gather_elements<T>, dim3(detail::blocks_for(n, threads, op)), dim3(threads),
-         0, ctx.stream(), out.data, tokens.data, n, static_cast<int>(sequence),
-         static_cast<int>(width));
+  detail::cls_launch(ctx, "cls_gather", kernels::cls_slot_elements<T, false>, out.data, tokens.data,
+                     tokens, "tokens", TensorView<const T>(out), "out");
 }
 
 // dtokens[:, 0, :] += dcls (B, D): the backward of cls_gather, added into the fusion
@@ -266,16 +278,8 @@ void cls_gather(Context& ctx, TensorView<T> out, TensorView<const std::type_iden
 template <class T>
 void cls_scatter_add(Context& ctx, TensorView<T> dtokens,
                      TensorView<const std::type_identity_t<T>> dcls) {
-  constexpr const char* op = "cls_scatter_add";
-  expect(dtokens, op, "dtokens", {-1, -1, -1});
-  const std::int64_t batch = dtokens.dim(0), sequence = dtokens.dim(1), width = dtokens.dim(2);
-  detail::expect_int_range(sequence * width, op, "tokens per sample x width");
-  expect(dcls, op, "dcls", {batch, width});
-  const std::int64_t n = dcls.numel();
-  const int threads = kernels::kTokenThreads;
-  launch(kernels::cls_scatter_add_elements<T>, dim3(detail::blocks_for(n, threads, op)),
-         dim3(threads), 0, ctx.stream(), dtokens.data, dcls.data, n, static_cast<int>(sequence),
-         static_cast<int>(width));
+  detail::cls_launch(ctx, "cls_scatter_add", kernels::cls_slot_elements<T, true>, dtokens.data,
+                     dcls.data, TensorView<const T>(dtokens), "dtokens", dcls, "dcls");
 }
 
 }  // namespace milmer

@@ -42,8 +42,8 @@
 //     82.6 KB; launch opts in above 48 KB).
 //   window_attention_table_grad_reduce: grid ((2W-1)^2, heads), block 128, 512 bytes static
 //     shared; adds the B * windows partials of one table entry in a fixed order (a strided
-//     per-thread sum, then a fixed tree) and += into d_table. No float atomics anywhere, so
-//     every output is bit-identical under every schedule and thread count.
+//     per-thread sum, then device_common.hpp's block_sum tree) and += into d_table. No float
+//     atomics anywhere, so every output is bit-identical under every schedule and thread count.
 //
 // Minimum bytes moved (s = sizeof(T), tokens Tp = B*Hp*Wp, T0 = B*H*W, R = (2W-1)^2)
 //   forward   3*Tp*C*s + R*heads*s + T0*C*s            (read qkv, table; write out; the lab's
@@ -61,6 +61,7 @@
 #include <vector>
 
 #include "milmer/context.hpp"
+#include "milmer/kernels/device_common.hpp"
 #include "milmer/platform.hpp"
 #include "milmer/tensor.hpp"
 
@@ -153,15 +154,6 @@ __device__ inline float window_attention_logit(const WindowAttentionShape& s, co
   return dot * s.scale + (bias[window_relative_position_index(i, j, s.window)] + mask);
 }
 
-__device__ inline float window_attention_warp_max(float v) {
-  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ inline float window_attention_warp_sum(float v) {
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // Loads the token offsets, region labels and the head's table column into shared memory and
 // the head's slices of qkv (q, k, v at channel offsets 0, C, 2C) into N x (D+1) tiles.
 template <class T>
@@ -170,15 +162,15 @@ __device__ void window_attention_load(const WindowAttentionShape& s, const T* qk
                                       float* q_tile, float* k_tile, float* v_tile) {
   window_attention_token_table(s, win, pixel, region);
   for (int r = threadIdx.x; r < s.table_rows(); r += blockDim.x)
-    bias[r] = static_cast<float>(table[static_cast<std::int64_t>(r) * s.heads + h]);
+    bias[r] = to_float(table[static_cast<std::int64_t>(r) * s.heads + h]);
   __syncthreads();
   const int n_tokens = s.tokens(), D = s.head_dim, ld = s.tile_stride(), C = s.channels();
   for (int e = threadIdx.x; e < n_tokens * D; e += blockDim.x) {
     const int n = e / D, d = e % D;
     const T* src = qkv + window_attention_qkv_offset(s, b, pixel[n]) + h * D + d;
-    q_tile[n * ld + d] = static_cast<float>(src[0]);
-    k_tile[n * ld + d] = static_cast<float>(src[C]);
-    v_tile[n * ld + d] = static_cast<float>(src[2 * C]);
+    q_tile[n * ld + d] = to_float(src[0]);
+    k_tile[n * ld + d] = to_float(src[C]);
+    v_tile[n * ld + d] = to_float(src[2 * C]);
   }
 }
 
@@ -212,13 +204,13 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
       logit[t] = j < N ? window_attention_logit(s, q_tile, k_tile, bias, region, i, j) : -INFINITY;
       row_max = fmaxf(row_max, logit[t]);
     }
-    row_max = window_attention_warp_max(row_max);
+    row_max = warp_max(row_max);
     float row_sum = 0.0f;
     for (int t = 0; t < kWindowAttentionColumnsPerLane; ++t) {
       logit[t] = lane + 32 * t < N ? expf(logit[t] - row_max) : 0.0f;
       row_sum += logit[t];
     }
-    row_sum = window_attention_warp_sum(row_sum);
+    row_sum = warp_sum(row_sum);
     for (int t = 0; t < kWindowAttentionColumnsPerLane; ++t)
       if (lane + 32 * t < N) p_tile[i * N + lane + 32 * t] = logit[t] / row_sum;
     if (lane == 0) lse_rows[i] = row_max + logf(row_sum);
@@ -232,7 +224,7 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
     if (dst < 0) continue;
     float acc = 0.0f;
     for (int j = 0; j < N; ++j) acc += p_tile[i * N + j] * v_tile[j * ld + d];
-    out[dst + h * D + d] = static_cast<T>(acc);
+    out[dst + h * D + d] = from_float<T>(acc);
   }
 }
 
@@ -261,7 +253,7 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
   for (int e = threadIdx.x; e < N * D; e += blockDim.x) {
     const int n = e / D, d = e % D;
     const std::int64_t src = window_attention_out_offset(s, b, pixel[n]);
-    do_tile[n * ld + d] = src < 0 ? 0.0f : static_cast<float>(dout[src + h * D + d]);
+    do_tile[n * ld + d] = src < 0 ? 0.0f : to_float(dout[src + h * D + d]);
   }
   __syncthreads();
 
@@ -277,7 +269,7 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
     const int j = e / D, d = e % D;
     float acc = 0.0f;
     for (int i = 0; i < N; ++i) acc += p_tile[i * N + j] * do_tile[i * ld + d];
-    dqkv[window_attention_qkv_offset(s, b, pixel[j]) + 2 * C + h * D + d] = static_cast<T>(acc);
+    dqkv[window_attention_qkv_offset(s, b, pixel[j]) + 2 * C + h * D + d] = from_float<T>(acc);
   }
   __syncthreads();
 
@@ -296,7 +288,7 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
       }
       row_dot += p[t] * dp[t];
     }
-    row_dot = window_attention_warp_sum(row_dot);
+    row_dot = warp_sum(row_dot);
     for (int t = 0; t < kWindowAttentionColumnsPerLane; ++t)
       if (lane + 32 * t < N) p_tile[i * N + lane + 32 * t] = p[t] * (dp[t] - row_dot);
   }
@@ -311,8 +303,8 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
       dk += p_tile[m * N + n] * q_tile[m * ld + d];
     }
     T* dst = dqkv + window_attention_qkv_offset(s, b, pixel[n]) + h * D + d;
-    dst[0] = static_cast<T>(dq * s.scale);
-    dst[C] = static_cast<T>(dk * s.scale);
+    dst[0] = from_float<T>(dq * s.scale);
+    dst[C] = from_float<T>(dk * s.scale);
   }
 
   // This window's table gradient: for each relative offset, the sum of dS over the token
@@ -337,17 +329,10 @@ __global__ void __launch_bounds__(kWindowAttentionThreads)
   MILMER_SHARED(float, sums, [kWindowAttentionThreads]);
   const int r = blockIdx.x, h = blockIdx.y, rows = gridDim.x, heads = gridDim.y;
   const float* src = table_partial + (static_cast<std::int64_t>(h) * rows + r) * slots;
-  float acc = 0.0f;
-  for (int k = threadIdx.x; k < slots; k += blockDim.x) acc += src[k];
-  sums[threadIdx.x] = acc;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) sums[threadIdx.x] += sums[threadIdx.x + half];
-    __syncthreads();
-  }
+  const float total = block_sum_of(src, slots, sums);
   if (threadIdx.x == 0) {
     T& dst = d_table[static_cast<std::int64_t>(r) * heads + h];
-    dst = static_cast<T>(static_cast<float>(dst) + sums[0]);
+    dst = from_float<T>(to_float(dst) + total);
   }
 }
 
@@ -364,27 +349,27 @@ kernels::WindowAttentionShape window_attention_check(const char* op, const Tenso
                                                      const TensorView<B>& qkv,
                                                      const TensorView<Table>& table, int heads,
                                                      int window, int shift, const char* out_name) {
-  check(window >= 1 && window <= kernels::kWindowAttentionMaxWindow, op, "window",
-        str("1 to ", kernels::kWindowAttentionMaxWindow), std::to_string(window));
-  check(shift >= 0 && shift < window, op, "shift", str("0 <= shift < window (", window, ")"),
-        std::to_string(shift));
-  check(heads >= 1, op, "heads", "at least 1", std::to_string(heads));
+  MILMER_CHECK(window >= 1 && window <= kernels::kWindowAttentionMaxWindow, op, "window",
+               str("1 to ", kernels::kWindowAttentionMaxWindow), std::to_string(window));
+  MILMER_CHECK(shift >= 0 && shift < window, op, "shift", str("0 <= shift < window (", window, ")"),
+               std::to_string(shift));
+  MILMER_CHECK(heads >= 1, op, "heads", "at least 1", std::to_string(heads));
   expect(out, op, out_name, {-1, -1, -1, -1});
   const std::int64_t channels = out.dim(3);
-  check(channels % heads == 0, op, out_name, str("channels divisible by heads (", heads, ")"),
-        str(channels, " channels"));
+  MILMER_CHECK(channels % heads == 0, op, out_name,
+               str("channels divisible by heads (", heads, ")"), str(channels, " channels"));
   const std::int64_t head_dim = channels / heads;
-  check(head_dim <= kernels::kWindowAttentionMaxHeadDim, op, out_name,
-        str("head_dim (channels / heads) at most ", kernels::kWindowAttentionMaxHeadDim),
-        str("head_dim ", head_dim));
+  MILMER_CHECK(head_dim <= kernels::kWindowAttentionMaxHeadDim, op, out_name,
+               str("head_dim (channels / heads) at most ", kernels::kWindowAttentionMaxHeadDim),
+               str("head_dim ", head_dim));
   const std::int64_t padded_height = (out.dim(1) + window - 1) / window * window;
   const std::int64_t padded_width = (out.dim(2) + window - 1) / window * window;
   expect(qkv, op, "qkv", {out.dim(0), padded_height, padded_width, 3 * channels});
   const std::int64_t rows = (2 * window - 1) * (2 * window - 1);
   expect(table, op, "table", {rows, heads});
-  check(out.dim(0) <= 65535, op, out_name, "a batch of at most 65535", str(out.dim(0)));
-  check(padded_height * padded_width < (std::int64_t{1} << 30), op, "qkv",
-        "a map of fewer than 2^30 tokens", qkv.shape_string());
+  MILMER_CHECK(out.dim(0) <= 65535, op, out_name, "a batch of at most 65535", str(out.dim(0)));
+  MILMER_CHECK(padded_height * padded_width < (std::int64_t{1} << 30), op, "qkv",
+               "a map of fewer than 2^30 tokens", qkv.shape_string());
   kernels::WindowAttentionShape s{};
   s.batch = static_cast<int>(out.dim(0));
   s.height = static_cast<int>(out.dim(1));
