@@ -124,7 +124,7 @@ class Milmer {
       : cfg_(validated(cfg)),
         batch_(batch),
         swin_(ctx, cfg_.swin, batch * (cfg_.amil_detach_scores ? cfg_.top_k : cfg_.frames)) {
-    check(batch >= 1, "Milmer", "batch", ">= 1", str(batch));
+    MILMER_CHECK(batch >= 1, "Milmer", "batch", ">= 1", str(batch));
     declare_parameters();
     params_.allocate(ctx);
     p_ = bind_tensors(ParameterViews<const float>{params_});
@@ -167,9 +167,9 @@ class Milmer {
         continue;
       unknown.push_back(name);
     }
-    check(unknown.empty(), "Milmer::load " + file.path, "tensors",
-          "only docs/model.md section 11 parameter names",
-          str("unknown tensor ", unknown.empty() ? "" : unknown[0]));
+    MILMER_CHECK(unknown.empty(), "Milmer::load " + file.path, "tensors",
+                 "only docs/model.md section 11 parameter names",
+                 str("unknown tensor ", unknown.empty() ? "" : unknown[0]));
     swin_.load(ctx, file, "swin.");
     params_.load(ctx, file, "", [](const std::string& n) {
       return n.starts_with("swin.") || n.starts_with("optim.");
@@ -180,7 +180,7 @@ class Milmer {
   // logits (B, classes) from frames_input() / eeg_input(). training: dropout and drop-path
   // on, activations kept for backward.
   void forward(Context& ctx, int B, bool training, std::uint64_t seed) {
-    check(B >= 1 && B <= batch_, "Milmer::forward", "batch", str("1 to ", batch_), str(B));
+    MILMER_CHECK(B >= 1 && B <= batch_, "Milmer::forward", "batch", str("1 to ", batch_), str(B));
     B_ = B;
     training_ = training;
     seed_ = seed;
@@ -233,8 +233,8 @@ class Milmer {
   // ---- backward ------------------------------------------------------------------------
   // From dlogits (written by loss()): every parameter gradient accumulates (+=).
   void backward(Context& ctx) {
-    check(training_, "Milmer::backward", "forward", "a training forward first",
-          "an evaluation forward (no activations kept)");
+    MILMER_CHECK(training_, "Milmer::backward", "forward", "a training forward first",
+                 "an evaluation forward (no activations kept)");
     const int B = B_;
     head_backward(ctx, B);
     for (int l = cfg_.fusion_layers - 1; l >= 0; --l) fusion_backward(ctx, l, B);
@@ -319,11 +319,11 @@ class Milmer {
     const auto file = io::read_safetensors(path);
     const std::string op = "Milmer::load_checkpoint " + path.string();
     auto it = file.metadata.find("config");
-    check(it != file.metadata.end(), op, "metadata", "a 'config' entry", "none");
+    MILMER_CHECK(it != file.metadata.end(), op, "metadata", "a 'config' entry", "none");
     const MilmerConfig saved = MilmerConfig::from_json(io::json::parse(it->second), op);
-    check(saved == cfg_, op, "config", cfg_.to_json().dump(), it->second);
+    MILMER_CHECK(saved == cfg_, op, "config", cfg_.to_json().dump(), it->second);
     auto st = file.metadata.find("step");
-    check(st != file.metadata.end(), op, "metadata", "a 'step' entry", "none");
+    MILMER_CHECK(st != file.metadata.end(), op, "metadata", "a 'step' entry", "none");
     // Moments first into host copies (validated before any device write).
     auto swin_m = read_moments(file, swin_.params(), "swin.", "optim.m.");
     auto swin_v = read_moments(file, swin_.params(), "swin.", "optim.v.");

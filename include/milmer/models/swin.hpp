@@ -71,7 +71,7 @@ class SwinEncoder {
   // capacity: the most images one forward keeps activations for (backward needs them).
   SwinEncoder(Context& ctx, const SwinConfig& cfg, int capacity) : cfg_(cfg), capacity_(capacity) {
     cfg_.validate("SwinEncoder");
-    check(capacity >= 1, "SwinEncoder", "capacity", ">= 1", str(capacity));
+    MILMER_CHECK(capacity >= 1, "SwinEncoder", "capacity", ">= 1", str(capacity));
     declare_parameters();
     params_.allocate(ctx);
     p_ = bind_tensors(ParameterViews<const float>{params_});
@@ -129,9 +129,9 @@ class SwinEncoder {
   // accumulate (+=); dpixels (n, Cin, H, W) is written when given (non-empty view).
   void backward(Context& ctx, TensorView<const float> dout, TensorView<float> dpixels = {}) {
     constexpr const char* op = "SwinEncoder::backward";
-    check(saved_images_ > 0, op, "activations",
-          str("a forward on at most ", capacity_, " images before backward"),
-          "none kept (no forward yet, or it ran on more images than the capacity)");
+    MILMER_CHECK(saved_images_ > 0, op, "activations",
+                 str("a forward on at most ", capacity_, " images before backward"),
+                 "none kept (no forward yet, or it ran on more images than the capacity)");
     const int B = saved_images_;
     expect(dout, op, "dout", {B, cfg_.out_tokens(), cfg_.out_width()});
     if (dpixels.data)
@@ -497,23 +497,23 @@ class SwinEncoder {
     for (const auto& [name, t] : file.tensors) {
       if (!is_swin_buffer_name(name) || name.compare(0, prefix.size(), prefix) != 0) continue;
       const auto pos = name.find("encoder.layers.");
-      check(pos != std::string::npos, "SwinEncoder::load " + file.path, name,
-            "a buffer under encoder.layers.<stage>", "an unknown buffer");
+      MILMER_CHECK(pos != std::string::npos, "SwinEncoder::load " + file.path, name,
+                   "a buffer under encoder.layers.<stage>", "an unknown buffer");
       const int s = std::stoi(name.substr(pos + 15));
-      check(s >= 0 && s < cfg_.stages(), "SwinEncoder::load " + file.path, name,
-            str("a stage below ", cfg_.stages()), str("stage ", s));
+      MILMER_CHECK(s >= 0 && s < cfg_.stages(), "SwinEncoder::load " + file.path, name,
+                   str("a stage below ", cfg_.stages()), str("stage ", s));
       const int W = cfg_.window_size, N = W * W;
-      check(t.shape == io::Shape{N, N} && t.dtype == io::DType::I64,
-            "SwinEncoder::load " + file.path, name, str("int64 [", N, ", ", N, "]"),
-            str(io::dtype_name(t.dtype), " ", io::shape_string(t.shape)));
+      MILMER_CHECK((t.shape == io::Shape{N, N} && t.dtype == io::DType::I64),
+                   "SwinEncoder::load " + file.path, name, str("int64 [", N, ", ", N, "]"),
+                   str(io::dtype_name(t.dtype), " ", io::shape_string(t.shape)));
       const auto v = t.values<std::int64_t>();
       for (int i = 0; i < N; ++i)
         for (int j = 0; j < N; ++j) {
           const std::int64_t want =
               std::int64_t{i / W - j / W + W - 1} * (2 * W - 1) + (i % W - j % W + W - 1);
-          check(v[std::size_t(i) * N + j] == want, "SwinEncoder::load " + file.path, name,
-                str("the standard Swin index (", want, " at [", i, ", ", j, "])"),
-                str(v[std::size_t(i) * N + j]));
+          MILMER_CHECK(v[std::size_t(i) * N + j] == want, "SwinEncoder::load " + file.path, name,
+                       str("the standard Swin index (", want, " at [", i, ", ", j, "])"),
+                       str(v[std::size_t(i) * N + j]));
         }
     }
   }
