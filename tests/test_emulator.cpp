@@ -2,9 +2,12 @@
 // three thread orders, and the errors it must raise instead of hanging or corrupting.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <vector>
 
+#include "milmer/context.hpp"
 #include "milmer/platform.hpp"
 #include "support.hpp"
 
@@ -291,8 +294,11 @@ TEST_SUITE("emulator") {
     for (Schedule s : {Schedule::seq, Schedule::rev, Schedule::random}) {
       milmer::emu::set_schedule(s, 3);
       milmer::test::DeviceVector<int> out(1);
-      const std::string msg = milmer::test::error_message(
-          [&] { milmer::launch(planted_deadlock, dim3(2), dim3(32), 0, nullptr, out.data()); });
+      // The grid runs, and its error is thrown, at the synchronisation.
+      const std::string msg = milmer::test::error_message([&] {
+        milmer::launch(planted_deadlock, dim3(2), dim3(32), 0, nullptr, out.data());
+        MILMER_CUDA_CHECK(cudaDeviceSynchronize());
+      });
       CHECK(msg.find("planted_deadlock") != std::string::npos);
       CHECK(msg.find("deadlock") != std::string::npos);
       CHECK(msg.find("block (") != std::string::npos);
@@ -305,6 +311,7 @@ TEST_SUITE("emulator") {
     milmer::test::DeviceVector<int> out(32);
     const std::string msg = milmer::test::error_message([&] {
       milmer::launch(planted_divergent_barriers, dim3(1), dim3(32), 0, nullptr, out.data());
+      MILMER_CUDA_CHECK(cudaDeviceSynchronize());
     });
     CHECK(msg.find("__syncthreads") != std::string::npos);
     CHECK(msg.find("call site") != std::string::npos);
@@ -312,8 +319,10 @@ TEST_SUITE("emulator") {
 
   TEST_CASE("an invalid warp operation inside a kernel surfaces as milmer::Error") {
     milmer::test::DeviceVector<int> out(1);
-    const std::string msg = milmer::test::error_message(
-        [&] { milmer::launch(planted_throw, dim3(3), dim3(32), 0, nullptr, out.data()); });
+    const std::string msg = milmer::test::error_message([&] {
+      milmer::launch(planted_throw, dim3(3), dim3(32), 0, nullptr, out.data());
+      MILMER_CUDA_CHECK(cudaDeviceSynchronize());
+    });
     CHECK(msg.find("width") != std::string::npos);
     CHECK(msg.find("block (1,0,0) thread (5,0,0)") != std::string::npos);
   }
@@ -351,6 +360,10 @@ TEST_SUITE("emulator") {
     CHECK(cudaEventElapsedTime(&ms, a, b) == cudaErrorInvalidResourceHandle);
     cudaEventRecord(a, nullptr);
     cudaEventRecord(b, nullptr);
+    // The records are queued: the events complete when the stream runs them.
+    CHECK(cudaEventElapsedTime(&ms, a, b) == cudaErrorNotReady);
+    CHECK(cudaGetLastError() == cudaErrorNotReady);
+    CHECK(cudaEventSynchronize(b) == cudaSuccess);
     CHECK(cudaEventElapsedTime(&ms, a, b) == cudaSuccess);
     CHECK(ms >= 0.0f);
     cudaEventDestroy(a);
@@ -386,5 +399,142 @@ TEST_SUITE("emulator") {
     CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, dA.data(), m - 1, dB.data(),
                       k, &zero, dC.data(), m) == CUBLAS_STATUS_INVALID_VALUE);
     cublasDestroy(handle);
+  }
+
+  TEST_CASE(
+      "streams run their work at synchronisation points, in order, after the events they wait on") {
+    std::vector<float> ones(64, 1.0f), twos(64, 2.0f);
+    milmer::test::DeviceVector<float> x(ones), y(64);
+    cudaStream_t s1 = nullptr, s2 = nullptr;
+    MILMER_CUDA_CHECK(cudaStreamCreate(&s1));
+    MILMER_CUDA_CHECK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    float* pinned = nullptr;
+    MILMER_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&pinned), 64 * sizeof(float)));
+    // A copy from pinned memory reads its source when the stream runs it; one from pageable
+    // memory is staged at the call.
+    std::copy(twos.begin(), twos.end(), pinned);
+    MILMER_CUDA_CHECK(
+        cudaMemcpyAsync(x.data(), pinned, 64 * sizeof(float), cudaMemcpyHostToDevice, s1));
+    std::fill(pinned, pinned + 64, 3.0f);
+    std::vector<float> pageable(64, 5.0f);
+    MILMER_CUDA_CHECK(
+        cudaMemcpyAsync(y.data(), pageable.data(), 64 * sizeof(float), cudaMemcpyHostToDevice, s1));
+    pageable.assign(64, 6.0f);
+    // A copy into pageable memory returns finished, with the stream's earlier work.
+    std::vector<float> back(64);
+    MILMER_CUDA_CHECK(
+        cudaMemcpyAsync(back.data(), x.data(), 64 * sizeof(float), cudaMemcpyDeviceToHost, s1));
+    CHECK(back[0] == 3.0f);
+    CHECK(y.to_host()[0] == 5.0f);
+    // s2 (non-blocking) reads x after s1 writes it: without the event wait it reads the old
+    // contents, with it the new ones.
+    cudaEvent_t written = nullptr;
+    MILMER_CUDA_CHECK(cudaEventCreate(&written));
+    const std::vector<float> threes(64, 3.0f);
+    for (const bool wait : {false, true}) {
+      MILMER_CUDA_CHECK(
+          cudaMemcpy(x.data(), threes.data(), 64 * sizeof(float), cudaMemcpyHostToDevice));
+      MILMER_CUDA_CHECK(cudaMemsetAsync(x.data(), 0, 64 * sizeof(float), s1));
+      MILMER_CUDA_CHECK(cudaEventRecord(written, s1));
+      if (wait) MILMER_CUDA_CHECK(cudaStreamWaitEvent(s2, written, 0));
+      MILMER_CUDA_CHECK(
+          cudaMemcpyAsync(pinned, x.data(), 64 * sizeof(float), cudaMemcpyDeviceToHost, s2));
+      MILMER_CUDA_CHECK(cudaStreamSynchronize(s2));
+      CHECK(pinned[0] == (wait ? 0.0f : 3.0f));
+      MILMER_CUDA_CHECK(cudaDeviceSynchronize());
+    }
+    MILMER_CUDA_CHECK(
+        cudaMemcpy(x.data(), threes.data(), 64 * sizeof(float), cudaMemcpyHostToDevice));
+    std::fill(pinned, pinned + 64, 3.0f);
+    // The legacy default stream waits for a blocking stream's earlier work.
+    MILMER_CUDA_CHECK(cudaMemsetAsync(x.data(), 0, 64 * sizeof(float), s1));
+    MILMER_CUDA_CHECK(
+        cudaMemcpyAsync(pinned, x.data(), 64 * sizeof(float), cudaMemcpyDeviceToHost, nullptr));
+    CHECK(pinned[0] == 3.0f);
+    MILMER_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    CHECK(pinned[0] == 0.0f);
+    MILMER_CUDA_CHECK(cudaEventDestroy(written));
+    MILMER_CUDA_CHECK(cudaStreamDestroy(s1));
+    MILMER_CUDA_CHECK(cudaStreamDestroy(s2));
+    MILMER_CUDA_CHECK(cudaFreeHost(pinned));
+    int stack_value = 0;
+    CHECK(cudaFreeHost(&stack_value) == cudaErrorInvalidValue);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  }
+
+  TEST_CASE("reading the emulator's counters runs the queued work first") {
+    milmer::test::DeviceVector<int> out(32);
+    milmer::emu::reset_counters();
+    milmer::launch(coordinates, dim3(1), dim3(32), 0, nullptr, out.data());
+    const auto c = milmer::emu::counters();
+    CHECK(c.launches == 1);
+    CHECK(c.threads == 32);
+  }
+
+  TEST_CASE("the cuBLASLt shim: transposes, bias and ReLU epilogues, beta and C") {
+    // D (m x n) = relu(A (m x k) op(B) + bias) column-major, B stored n x k (transposed).
+    const int m = 3, n = 4, k = 5;
+    std::vector<float> A(m * k), B(n * k), bias(m), C(m * n);
+    for (std::size_t i = 0; i < A.size(); ++i) A[i] = static_cast<float>(i % 7) - 3;
+    for (std::size_t i = 0; i < B.size(); ++i) B[i] = static_cast<float>(i % 4) - 1.5f;
+    for (int i = 0; i < m; ++i) bias[i] = 0.5f * i - 1;
+    for (std::size_t i = 0; i < C.size(); ++i) C[i] = static_cast<float>(i);
+    milmer::test::DeviceVector<float> dA(A), dB(B), dbias(bias), dC(C), dD(m * n);
+    cublasLtHandle_t lt = nullptr;
+    MILMER_CUBLAS_CHECK(cublasLtCreate(&lt));
+    cublasLtMatmulDesc_t desc = nullptr;
+    MILMER_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const std::int32_t trans_b = CUBLAS_OP_T;
+    MILMER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b,
+                                                       sizeof(trans_b)));
+    const void* bias_ptr = dbias.data();
+    MILMER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                       &bias_ptr, sizeof(bias_ptr)));
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+    MILMER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, m, k, m));
+    MILMER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, n, k, n));
+    MILMER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, m));
+    const float alpha = 2.0f, beta = 0.5f;
+    for (const std::uint32_t epilogue : {CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_EPILOGUE_BIAS,
+                                         CUBLASLT_EPILOGUE_RELU, CUBLASLT_EPILOGUE_RELU_BIAS}) {
+      MILMER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                         &epilogue, sizeof(epilogue)));
+      // No algorithm: cuBLASLt's own heuristic, which assumes 256-byte alignment (as here).
+      MILMER_CUBLAS_CHECK(cublasLtMatmul(lt, desc, &alpha, dA.data(), la, dB.data(), lb, &beta,
+                                         dC.data(), lc, dD.data(), lc, nullptr, nullptr, 0,
+                                         nullptr));
+      const auto got = dD.to_host();
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+          double ref = 0;
+          for (int p = 0; p < k; ++p) ref += double(A[p * m + i]) * B[p * n + j];
+          ref = alpha * ref + beta * C[j * m + i];
+          if (epilogue & CUBLASLT_EPILOGUE_BIAS) ref += bias[i];
+          if (epilogue & CUBLASLT_EPILOGUE_RELU) ref = std::max(ref, 0.0);
+          CHECK(got[j * m + i] == doctest::Approx(ref));
+        }
+    }
+    // What the emulator does not have is refused, saying what.
+    const std::uint32_t gelu = CUBLASLT_EPILOGUE_GELU;
+    MILMER_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &gelu, sizeof(gelu)));
+    CHECK(milmer::test::error_message([&] {
+            MILMER_CUBLAS_CHECK(cublasLtMatmul(lt, desc, &alpha, dA.data(), la, dB.data(), lb,
+                                               &beta, dC.data(), lc, dD.data(), lc, nullptr,
+                                               nullptr, 0, nullptr));
+          }).find("CUBLASLT_MATMUL_DESC_EPILOGUE 32") != std::string::npos);
+    // Shapes that do not agree.
+    const std::uint32_t plain = CUBLASLT_EPILOGUE_DEFAULT;
+    MILMER_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &plain, sizeof(plain)));
+    CHECK(cublasLtMatmul(lt, desc, &alpha, dA.data(), lb, dB.data(), lb, &beta, dC.data(), lc,
+                         dD.data(), lc, nullptr, nullptr, 0,
+                         nullptr) == CUBLAS_STATUS_INVALID_VALUE);
+    (void)milmer::emu::take_status_reason();
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatmulDescDestroy(desc);
+    cublasLtDestroy(lt);
   }
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "milmer/context.hpp"
 #include "milmer/platform.hpp"
 #include "support.hpp"
 
@@ -76,6 +77,8 @@ struct ArchMode : Setting<int> {
 template <class Kernel>
 void raw_launch(Kernel kernel, dim3 grid, dim3 block, std::size_t shared_bytes, float* out) {
   const std::function<void()> body = [&] { kernel(out); };
+  // run_grid runs at once, outside the streams: the work queued before it runs first.
+  MILMER_CUDA_CHECK(cudaDeviceSynchronize());
   milmer::emu::run_grid(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes, body);
 }
 
@@ -248,8 +251,11 @@ TEST_SUITE("emulator strict mode") {
     CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) ==
           cudaSuccess);
     CHECK(optin == 166912);
+    // The emulator learns the kernel's static shared memory when its first block runs: at the
+    // synchronisation.
     const std::string msg = milmer::test::error_message([&] {
       milmer::launch(big_static_shared<4>, dim3(1), dim3(32), dynamic, nullptr, out.data());
+      MILMER_CUDA_CHECK(cudaDeviceSynchronize());
     });
     CHECK(msg.find("expected at most 166912 bytes") != std::string::npos);
     CHECK(msg.find("got 174080 bytes (40960 static + 133120 dynamic)") != std::string::npos);
@@ -260,5 +266,104 @@ TEST_SUITE("emulator strict mode") {
             milmer::emu::SharedSlot slot{};
             (void)milmer::emu::static_shared(slot, 4, 4);
           }).find("host code outside a launch") != std::string::npos);
+  }
+
+  TEST_CASE("a host read of a copy into pinned memory before synchronising sees the old contents") {
+    milmer::test::DeviceVector<float> dev(std::vector<float>(16, 7.0f));
+    float* pinned = nullptr;
+    MILMER_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&pinned), 16 * sizeof(float)));
+    cudaStream_t stream = nullptr;
+    MILMER_CUDA_CHECK(cudaStreamCreate(&stream));
+    for (const bool on : {true, false}) {
+      StrictMode mode(on);
+      std::fill(pinned, pinned + 16, 1.0f);
+      MILMER_CUDA_CHECK(
+          cudaMemcpyAsync(pinned, dev.data(), 16 * sizeof(float), cudaMemcpyDeviceToHost, stream));
+      // The planted bug: the host reads without cudaStreamSynchronize. Strict mode shows the
+      // old contents (a wrong value); without it the copy has already run.
+      CHECK(pinned[15] == (on ? 1.0f : 7.0f));
+      MILMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+      CHECK(pinned[15] == 7.0f);
+    }
+    // Pinned host memory is not device memory: a kernel argument pointing into it is refused.
+    StrictMode strict(true);
+    CHECK(milmer::test::error_message([&] {
+            milmer::launch(copy_kernel, dim3(1), dim3(16), 0, nullptr, dev.data(),
+                           static_cast<const float*>(pinned), 16);
+          }).find("pinned host memory, not a device allocation") != std::string::npos);
+    MILMER_CUDA_CHECK(cudaStreamDestroy(stream));
+    MILMER_CUDA_CHECK(cudaFreeHost(pinned));
+  }
+
+  TEST_CASE("a cuBLASLt operand less aligned than the preference declares is refused") {
+    // D (m x n) = A^T B, column-major: A stored k x m, B k x n. A starts 4 bytes into its
+    // allocation while the preference declares every operand 16-byte aligned.
+    const int m = 4, n = 3, k = 8;
+    std::vector<float> a_host(k * m + 4), b_host(k * n);
+    for (std::size_t i = 0; i < a_host.size(); ++i) a_host[i] = static_cast<float>(i % 5) - 2;
+    for (std::size_t i = 0; i < b_host.size(); ++i) b_host[i] = static_cast<float>(i % 3) - 1;
+    milmer::test::DeviceVector<float> a_buf(a_host), b(b_host), d(m * n);
+    cublasLtHandle_t lt = nullptr;
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    MILMER_CUBLAS_CHECK(cublasLtCreate(&lt));
+    MILMER_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const std::int32_t trans_a = CUBLAS_OP_T;
+    MILMER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a,
+                                                       sizeof(trans_a)));
+    MILMER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, k, m, k));
+    MILMER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, k, n, k));
+    MILMER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, m, n, m));
+    MILMER_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const std::uint32_t align = 16;
+    for (auto attr :
+         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      MILMER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
+    cublasLtMatmulHeuristicResult_t heuristic{};
+    int found = 0;
+    MILMER_CUBLAS_CHECK(
+        cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &heuristic, &found));
+    REQUIRE(found == 1);
+    const float one = 1.0f, zero = 0.0f;
+    auto matmul = [&](int offset) {
+      MILMER_CUBLAS_CHECK(cublasLtMatmul(lt, desc, &one, a_buf.data() + offset, la, b.data(), lb,
+                                         &zero, d.data(), ld, d.data(), ld, &heuristic.algo,
+                                         nullptr, 0, nullptr));
+    };
+    // What the matmul of the operand at `offset` floats into A's allocation computes.
+    auto expect_product = [&](int offset) {
+      const auto got = d.to_host();
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+          double ref = 0;
+          for (int p = 0; p < k; ++p) ref += double(a_host[offset + i * k + p]) * b_host[j * k + p];
+          CHECK(got[j * m + i] == doctest::Approx(ref));
+        }
+    };
+    {
+      StrictMode strict(true);
+      const std::string msg = milmer::test::error_message([&] { matmul(1); });
+      CHECK(msg.find("cublasLtMatmul(") != std::string::npos);
+      CHECK(msg.find("CUBLAS_STATUS_NOT_SUPPORTED") != std::string::npos);
+      CHECK(msg.find("argument '4 (A)'") != std::string::npos);
+      CHECK(msg.find("4-byte aligned, the algorithm assumes 16") != std::string::npos);
+      matmul(4);  // 16 bytes in: as declared
+      expect_product(4);
+    }
+    {
+      // Unnoticed: no error, and the product of the values at the pointer given, as if the
+      // hardware read them where a GPU kernel assuming 16 bytes faults or reads wrong ones.
+      StrictMode lenient(false);
+      matmul(1);
+      expect_product(1);
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(ld);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatmulDescDestroy(desc);
+    cublasLtDestroy(lt);
   }
 }

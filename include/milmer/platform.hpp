@@ -86,8 +86,15 @@ inline const char* cublas_status_name(cublasStatus_t s) {
   }
 }
 inline void cublas_check(cublasStatus_t s, const char* expr) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    throw Error("cublas", expr, "CUBLAS_STATUS_SUCCESS", cublas_status_name(s));
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+#if MILMER_TARGET_HOST
+  // The emulator says which argument was wrong.
+  const std::string reason = emu::take_status_reason();
+  if (!reason.empty())
+    throw Error("cublas", expr, "CUBLAS_STATUS_SUCCESS",
+                str(cublas_status_name(s), " (", reason, ")"));
+#endif
+  throw Error("cublas", expr, "CUBLAS_STATUS_SUCCESS", cublas_status_name(s));
 }
 
 #define MILMER_CUDA_CHECK(expr) ::milmer::cuda_check((expr), #expr)
@@ -228,13 +235,20 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared
             ...);
       },
       params);
-  const std::function<void()> body = [&] { std::apply(kernel, params); };
-  // The emulator learns the static shared memory as the blocks declare it, and tells the
-  // launcher, which opts in then as it does from cudaFuncGetAttributes on a GPU.
-  const std::function<void(std::size_t)> on_static = [&](std::size_t static_bytes) {
-    launch_detail::prepare_shared(address, st, static_bytes, shared_bytes);
-  };
-  emu::run_grid(address, grid, block, shared_bytes, body, &on_static);
+  // The shared memory of the blocks the kernel has declared so far is checked now, as a GPU
+  // refuses the launch; the grid runs with the stream (emu/streams.hpp).
+  launch_detail::prepare_shared(address, st, emu::kernel_record(address).static_shared_bytes,
+                                shared_bytes);
+  emu::enqueue(stream, [address, grid, block, shared_bytes, &st, kernel, params = std::move(params),
+                        settings = emu::settings()] {
+    const std::function<void()> body = [&] { std::apply(kernel, params); };
+    // The emulator learns the static shared memory as the blocks declare it, and tells
+    // the launcher, which opts in then as it does from cudaFuncGetAttributes on a GPU.
+    const std::function<void(std::size_t)> on_static = [&](std::size_t static_bytes) {
+      launch_detail::prepare_shared(address, st, static_bytes, shared_bytes);
+    };
+    emu::run_grid(address, grid, block, shared_bytes, body, &on_static, &settings);
+  });
 #endif
   launch_detail::check_launched(address, stream);
 }

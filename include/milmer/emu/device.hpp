@@ -114,21 +114,24 @@ T atomicCAS(T* address, T compare, T val) {
   std::atomic_ref<T>(*address).compare_exchange_strong(compare, val, std::memory_order_relaxed);
   return compare;
 }
-template <class T>
-T atomicMax(T* address, T val) {
+namespace milmer::emu::detail {
+// Replaces *address by val while `better(val, current)`; returns the value it replaced.
+template <class T, class Better>
+T atomic_replace_if(T* address, T val, Better better) {
   std::atomic_ref<T> a(*address);
   T old = a.load(std::memory_order_relaxed);
-  while (old < val && !a.compare_exchange_weak(old, val, std::memory_order_relaxed)) {
+  while (better(val, old) && !a.compare_exchange_weak(old, val, std::memory_order_relaxed)) {
   }
   return old;
 }
+}  // namespace milmer::emu::detail
+template <class T>
+T atomicMax(T* address, T val) {
+  return ::milmer::emu::detail::atomic_replace_if(address, val, [](T v, T old) { return old < v; });
+}
 template <class T>
 T atomicMin(T* address, T val) {
-  std::atomic_ref<T> a(*address);
-  T old = a.load(std::memory_order_relaxed);
-  while (val < old && !a.compare_exchange_weak(old, val, std::memory_order_relaxed)) {
-  }
-  return old;
+  return ::milmer::emu::detail::atomic_replace_if(address, val, [](T v, T old) { return v < old; });
 }
 inline void __threadfence() {
   std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -2,16 +2,19 @@
 // signatures (declared by the toolkit's own headers) and the same semantics, run on the CPU.
 //
 // Device memory is host memory (256-byte aligned, tracked so a bad free is an error and the
-// live and peak bytes can be read). Every operation is executed when it is called, so
-// streams are in order and events complete at once; cudaEventElapsedTime measures the host
-// time between two records. The GEMM shim keeps cuBLAS's column-major conventions
-// (transposes, leading dimensions, strided batches) and runs OpenBLAS.
+// live and peak bytes can be read). Pinned host memory (cudaMallocHost, cudaHostAlloc) is
+// tracked too: copies to and from it run with their stream, while a copy from pageable host
+// memory is staged and a copy into it finishes before the call returns, as CUDA documents.
+// Streams defer their work to synchronisation points (streams.hpp). The GEMM shim keeps
+// cuBLAS's column-major conventions (transposes, leading dimensions, strided batches), runs
+// OpenBLAS, and is queued on the handle's stream.
 //
-// Strict mode (MILMER_EMU_STRICT, see scheduler.hpp): fresh and freed device memory are 0xff
-// bytes (a float NaN; zero bytes without strict mode); every pointer a kernel launch or a
-// cuBLAS call takes is null or points into a live device allocation, and cudaMemcpy* and
-// cudaMemset* pointers are where their kind says (device ranges inside one allocation),
-// else milmer::Error naming the call and the argument. The device attributes and kernel
+// Strict mode (MILMER_EMU_STRICT, see scheduler.hpp): fresh and freed device memory and fresh
+// pinned memory are 0xff bytes (a float NaN; zero bytes without strict mode); every pointer a
+// kernel launch or a cuBLAS call takes is null or points into a live device allocation
+// (pinned host memory is not: the library never reads it from a kernel), and cudaMemcpy* and
+// cudaMemset* pointers are where their kind says (device ranges inside one allocation), else
+// milmer::Error naming the call and the argument. The device attributes and kernel
 // attributes are those of the emulated architecture (MILMER_EMU_ARCH).
 #pragma once
 
@@ -19,23 +22,20 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "milmer/emu/scheduler.hpp"
+#include "milmer/emu/streams.hpp"
 
-struct CUstream_st {
-  unsigned flags = 0;
-};
-struct CUevent_st {
-  std::chrono::steady_clock::time_point when{};
-  bool recorded = false;
-};
 struct cublasContext {
   cudaStream_t stream = nullptr;
   cublasMath_t math = CUBLAS_DEFAULT_MATH;
@@ -50,36 +50,85 @@ struct MemoryStats {
 };
 
 namespace detail {
-struct Heap {
+// Live allocations of one kind (device memory, pinned host memory): base address -> bytes,
+// ordered for lookups.
+struct Allocations {
   std::mutex mu;
-  std::map<std::uintptr_t, std::size_t> blocks;  // base address -> bytes, ordered for lookups
+  std::map<std::uintptr_t, std::size_t> blocks;
   MemoryStats stats;
-  static Heap& get() {
-    static Heap h;
-    return h;
+
+  // Whether [p, p + bytes) lies inside one live allocation (p may be its end when bytes is
+  // 0: an empty range).
+  bool contains(const void* p, std::size_t bytes) {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    std::lock_guard lk(mu);
+    auto it = blocks.upper_bound(a);
+    if (it == blocks.begin()) return false;
+    --it;
+    return a >= it->first && a - it->first <= it->second && bytes <= it->second - (a - it->first);
+  }
+  // `size` fresh bytes, 256-byte aligned, poisoned in strict mode; null when out of memory.
+  void* allocate(std::size_t size) {
+    // Exactly `size` bytes (not rounded up), so AddressSanitizer sees an overflow by one.
+    void* p = nullptr;
+    if (posix_memalign(&p, 256, size) != 0) return nullptr;
+    // Fresh memory holds garbage on a GPU: strict mode makes it NaN bytes.
+    std::memset(p, strict() ? 0xff : 0x00, size);
+    std::lock_guard lk(mu);
+    blocks[reinterpret_cast<std::uintptr_t>(p)] = size;
+    stats.live_bytes += size;
+    stats.allocations += 1;
+    if (stats.live_bytes > stats.peak_bytes) stats.peak_bytes = stats.live_bytes;
+    return p;
+  }
+  // Frees an allocation by its base; false when p is none.
+  bool release(void* p) {
+    const bool poison = strict();
+    std::lock_guard lk(mu);
+    auto it = blocks.find(reinterpret_cast<std::uintptr_t>(p));
+    if (it == blocks.end()) return false;
+    // A read through a stale pointer sees NaN bytes (until the memory is reused).
+    if (poison) std::memset(p, 0xff, it->second);
+    stats.live_bytes -= it->second;
+    blocks.erase(it);
+    std::free(p);
+    return true;
+  }
+
+  // cudaMalloc, cudaHostAlloc.
+  cudaError_t allocate_call(void** ptr, std::size_t size) {
+    if (ptr == nullptr) return fail(cudaErrorInvalidValue);
+    *ptr = size == 0 ? nullptr : allocate(size);
+    return *ptr || size == 0 ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+  }
+  // cudaFree, cudaFreeHost: synchronise the device first (queued work may use the memory).
+  cudaError_t free_call(void* ptr) {
+    if (ptr == nullptr) return cudaSuccess;
+    synchronize_device_quietly();
+    return release(ptr) ? cudaSuccess : fail(cudaErrorInvalidValue);
+  }
+
+  static Allocations& device() {
+    static Allocations a;
+    return a;
+  }
+  static Allocations& pinned() {
+    static Allocations a;
+    return a;
   }
 };
-inline thread_local cudaError_t last_error = cudaSuccess;
-inline cudaError_t fail(cudaError_t e) {
-  last_error = e;
-  return e;
-}
 
-// Whether [p, p + bytes) lies inside one live device allocation (p may be its end when
-// bytes is 0: an empty range).
 inline bool in_device_allocation(const void* p, std::size_t bytes) {
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  auto& h = Heap::get();
-  std::lock_guard lk(h.mu);
-  auto it = h.blocks.upper_bound(a);
-  if (it == h.blocks.begin()) return false;
-  --it;
-  return a >= it->first && a - it->first <= it->second && bytes <= it->second - (a - it->first);
+  return Allocations::device().contains(p, bytes);
+}
+inline bool in_pinned_allocation(const void* p, std::size_t bytes) {
+  return Allocations::pinned().contains(p, bytes);
 }
 
 inline std::string pointer_place(const void* p) {
-  return str(
-      p, in_device_allocation(p, 0) ? " (device memory)" : " (not in any live device allocation)");
+  return str(p, in_device_allocation(p, 0)   ? " (device memory)"
+                : in_pinned_allocation(p, 0) ? " (pinned host memory, not a device allocation)"
+                                             : " (not in any live device allocation)");
 }
 
 // Strict mode: a pointer a kernel or library call reads or writes through must be null or
@@ -118,34 +167,98 @@ inline void check_copy(const char* call, void* dst, const void* src, std::size_t
   check_range(call, 2, "src", src, count, (k & 2) != 0, kNames[k]);
 }
 
+// Where a copy's host side lives decides when it runs (CUDA's documented rules): a copy
+// from pageable host memory is staged (the source is read now) and runs with its stream; a
+// copy into pageable host memory runs, with the stream's earlier work, before the call
+// returns; a copy from or into pinned host memory, and a device-to-device copy, run with
+// their stream. A blocking copy (cudaMemcpy) is queued on stream 0 and waited for.
+// Why the last cuBLAS or cuBLASLt call of this thread failed, in words (the argument and
+// what was wrong); MILMER_CUBLAS_CHECK adds it to its error. Empty when the status says all.
+inline thread_local std::string status_reason;
+inline cublasStatus_t refuse(cublasStatus_t status, std::string reason) {
+  status_reason = std::move(reason);
+  return status;
+}
+
 inline cudaError_t copy(const char* call, void* dst, const void* src, size_t count,
-                        cudaMemcpyKind kind) {
+                        cudaMemcpyKind kind, cudaStream_t stream, bool blocking) {
   if (count == 0) return cudaSuccess;
   if (dst == nullptr || src == nullptr) return fail(cudaErrorInvalidValue);
   check_copy(call, dst, src, count, kind);
-  std::memmove(dst, src, count);
+  auto pageable = [](const void* p, std::size_t n) {
+    return !in_device_allocation(p, n) && !in_pinned_allocation(p, n);
+  };
+  std::uint64_t serial = 0;
+  if (pageable(src, count)) {
+    auto staged = std::make_shared<std::vector<unsigned char>>(
+        static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + count);
+    serial = enqueue(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+  } else {
+    serial = enqueue(stream, [dst, src, count] { std::memmove(dst, src, count); });
+  }
+  if (blocking || pageable(dst, count)) {
+    auto& s = Streams::get();
+    std::lock_guard lk(s.mu);
+    s.synchronize([&] { s.run_until(s.resolve(stream), serial + 1); });
+  }
   return cudaSuccess;
 }
-inline cudaError_t set(const char* call, void* ptr, int value, size_t count) {
+inline cudaError_t set(const char* call, void* ptr, int value, size_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   if (ptr == nullptr) return fail(cudaErrorInvalidValue);
   check_range(call, 1, "devPtr", ptr, count, true, "device memory");
-  std::memset(ptr, value, count);
+  enqueue(stream, [ptr, value, count] { std::memset(ptr, value, count); });
   return cudaSuccess;
+}
+
+// The runtime's errors: their names and texts (cudaGetErrorName, cudaGetErrorString).
+struct ErrorText {
+  cudaError_t code;
+  const char* name;
+  const char* text;
+};
+inline const ErrorText& error_text(cudaError_t e) {
+  static constexpr ErrorText kTexts[] = {
+      {cudaSuccess, "cudaSuccess", "no error"},
+      {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+      {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
+      {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
+      {cudaErrorInvalidDeviceFunction, "cudaErrorInvalidDeviceFunction", "invalid device function"},
+      {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+      {cudaErrorUnknown, "cudaErrorUnknown", "unknown error"}};
+  for (const ErrorText& t : kTexts)
+    if (t.code == e) return t;
+  return kTexts[std::size(kTexts) - 1];
+}
+
+// A cuBLAS or cuBLASLt handle or descriptor: created, destroyed.
+template <class Handle>
+cublasStatus_t new_handle(Handle** out) {
+  if (out == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  *out = new Handle{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+template <class Handle>
+cublasStatus_t delete_handle(Handle* h) {
+  if (h == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // namespace detail
 
+// The reason the last failing cuBLAS(Lt) call of this thread gave, cleared by reading it.
+inline std::string take_status_reason() {
+  return std::exchange(detail::status_reason, std::string());
+}
+
 inline MemoryStats memory_stats() {
-  auto& h = detail::Heap::get();
-  std::lock_guard lk(h.mu);
-  return h.stats;
+  return detail::locked(detail::Allocations::device(), [](auto& a) { return a.stats; });
 }
 // Starts a new peak measurement from the bytes live now.
 inline void reset_peak_memory() {
-  auto& h = detail::Heap::get();
-  std::lock_guard lk(h.mu);
-  h.stats.peak_bytes = h.stats.live_bytes;
+  detail::locked(detail::Allocations::device(),
+                 [](auto& a) { a.stats.peak_bytes = a.stats.live_bytes; });
 }
 
 }  // namespace milmer::emu
@@ -153,112 +266,51 @@ inline void reset_peak_memory() {
 extern "C" {
 
 inline cudaError_t cudaMalloc(void** ptr, size_t size) {
-  using milmer::emu::detail::Heap;
-  if (ptr == nullptr) return milmer::emu::detail::fail(cudaErrorInvalidValue);
-  *ptr = nullptr;
-  if (size == 0) return cudaSuccess;
-  // Exactly `size` bytes (not rounded up), so AddressSanitizer sees an overflow by one.
-  void* p = nullptr;
-  if (posix_memalign(&p, 256, size) != 0)
-    return milmer::emu::detail::fail(cudaErrorMemoryAllocation);
-  // Fresh device memory holds garbage on a GPU: strict mode makes it NaN bytes.
-  std::memset(p, milmer::emu::strict() ? 0xff : 0x00, size);
-  auto& h = Heap::get();
-  std::lock_guard lk(h.mu);
-  h.blocks[reinterpret_cast<std::uintptr_t>(p)] = size;
-  h.stats.live_bytes += size;
-  h.stats.allocations += 1;
-  if (h.stats.live_bytes > h.stats.peak_bytes) h.stats.peak_bytes = h.stats.live_bytes;
-  *ptr = p;
-  return cudaSuccess;
+  return milmer::emu::detail::Allocations::device().allocate_call(ptr, size);
 }
-
+// Synchronises the device first, as CUDA's cudaFree does: queued work may still use the memory.
 inline cudaError_t cudaFree(void* ptr) {
-  using milmer::emu::detail::Heap;
-  if (ptr == nullptr) return cudaSuccess;
-  const bool poison = milmer::emu::strict();
-  auto& h = Heap::get();
-  std::lock_guard lk(h.mu);
-  auto it = h.blocks.find(reinterpret_cast<std::uintptr_t>(ptr));
-  if (it == h.blocks.end()) return milmer::emu::detail::fail(cudaErrorInvalidValue);
-  // A read through a stale pointer sees NaN bytes (until the memory is reused).
-  if (poison) std::memset(ptr, 0xff, it->second);
-  h.stats.live_bytes -= it->second;
-  h.blocks.erase(it);
-  std::free(ptr);
-  return cudaSuccess;
+  return milmer::emu::detail::Allocations::device().free_call(ptr);
 }
 
+// Stream-ordered allocation: the memory is allocated now; the free is queued on the stream.
 inline cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t) {
   return cudaMalloc(ptr, size);
 }
-inline cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) {
-  return cudaFree(ptr);
+inline cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
+  if (ptr == nullptr) return cudaSuccess;
+  if (!milmer::emu::detail::in_device_allocation(ptr, 0))
+    return milmer::emu::detail::fail(cudaErrorInvalidValue);
+  milmer::emu::enqueue(stream, [ptr] { milmer::emu::detail::Allocations::device().release(ptr); });
+  return cudaSuccess;
+}
+
+// Pinned (page-locked) host memory. The host reads and writes it directly; copies to and
+// from it run with their stream, so the host must synchronise before it reads what a
+// device-to-host copy brings.
+inline cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) {
+  return milmer::emu::detail::Allocations::pinned().allocate_call(ptr, size);
+}
+inline cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  return cudaHostAlloc(ptr, size, cudaHostAllocDefault);
+}
+inline cudaError_t cudaFreeHost(void* ptr) {
+  return milmer::emu::detail::Allocations::pinned().free_call(ptr);
 }
 
 inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
-  return milmer::emu::detail::copy("cudaMemcpy", dst, src, count, kind);
+  return milmer::emu::detail::copy("cudaMemcpy", dst, src, count, kind, nullptr, true);
 }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
-                                   cudaStream_t) {
-  return milmer::emu::detail::copy("cudaMemcpyAsync", dst, src, count, kind);
+                                   cudaStream_t stream) {
+  return milmer::emu::detail::copy("cudaMemcpyAsync", dst, src, count, kind, stream, false);
 }
+// Device memory is set with stream 0's order, asynchronously to the host (as CUDA documents).
 inline cudaError_t cudaMemset(void* ptr, int value, size_t count) {
-  return milmer::emu::detail::set("cudaMemset", ptr, value, count);
+  return milmer::emu::detail::set("cudaMemset", ptr, value, count, nullptr);
 }
-inline cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) {
-  return milmer::emu::detail::set("cudaMemsetAsync", ptr, value, count);
-}
-
-inline cudaError_t cudaStreamCreate(cudaStream_t* s) {
-  if (s == nullptr) return milmer::emu::detail::fail(cudaErrorInvalidValue);
-  *s = new CUstream_st{};
-  return cudaSuccess;
-}
-inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
-  cudaError_t e = cudaStreamCreate(s);
-  if (e == cudaSuccess) (*s)->flags = flags;
-  return e;
-}
-inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete s;
-  return cudaSuccess;
-}
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  return cudaSuccess;
-}
-inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) {
-  return cudaSuccess;
-}
-inline cudaError_t cudaDeviceSynchronize(void) {
-  return cudaSuccess;
-}
-
-inline cudaError_t cudaEventCreate(cudaEvent_t* e) {
-  if (e == nullptr) return milmer::emu::detail::fail(cudaErrorInvalidValue);
-  *e = new CUevent_st{};
-  return cudaSuccess;
-}
-inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
-  return cudaSuccess;
-}
-inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-  if (e == nullptr) return milmer::emu::detail::fail(cudaErrorInvalidResourceHandle);
-  e->when = std::chrono::steady_clock::now();
-  e->recorded = true;
-  return cudaSuccess;
-}
-inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  return e == nullptr ? milmer::emu::detail::fail(cudaErrorInvalidResourceHandle) : cudaSuccess;
-}
-inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (ms == nullptr || start == nullptr || end == nullptr)
-    return milmer::emu::detail::fail(cudaErrorInvalidValue);
-  if (!start->recorded || !end->recorded)
-    return milmer::emu::detail::fail(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
-  return cudaSuccess;
+inline cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
+  return milmer::emu::detail::set("cudaMemsetAsync", ptr, value, count, stream);
 }
 
 inline cudaError_t cudaGetLastError(void) {
@@ -350,49 +402,19 @@ inline cudaError_t cudaGetDeviceCount(int* count) {
   return cudaSuccess;
 }
 inline const char* cudaGetErrorString(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess:
-      return "no error";
-    case cudaErrorInvalidValue:
-      return "invalid argument";
-    case cudaErrorMemoryAllocation:
-      return "out of memory";
-    case cudaErrorInvalidResourceHandle:
-      return "invalid resource handle";
-    case cudaErrorInvalidDeviceFunction:
-      return "invalid device function";
-    default:
-      return "unknown error";
-  }
+  return milmer::emu::detail::error_text(e).text;
 }
 inline const char* cudaGetErrorName(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess:
-      return "cudaSuccess";
-    case cudaErrorInvalidValue:
-      return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation:
-      return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidResourceHandle:
-      return "cudaErrorInvalidResourceHandle";
-    case cudaErrorInvalidDeviceFunction:
-      return "cudaErrorInvalidDeviceFunction";
-    default:
-      return "cudaErrorUnknown";
-  }
+  return milmer::emu::detail::error_text(e).name;
 }
 
 // cuBLAS ------------------------------------------------------------------------------
 
 inline cublasStatus_t cublasCreate_v2(cublasHandle_t* handle) {
-  if (handle == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
-  *handle = new cublasContext{};
-  return CUBLAS_STATUS_SUCCESS;
+  return milmer::emu::detail::new_handle(handle);
 }
 inline cublasStatus_t cublasDestroy_v2(cublasHandle_t handle) {
-  if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
-  delete handle;
-  return CUBLAS_STATUS_SUCCESS;
+  return milmer::emu::detail::delete_handle(handle);
 }
 inline cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t stream) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -430,9 +452,12 @@ inline cublasStatus_t sgemm(cublasHandle_t handle, cublasOperation_t transa,
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   const auto ta = transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
   const auto tb = transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
-  for (int b = 0; b < batchCount; ++b)
-    cblas_sgemm(CblasColMajor, ta, tb, m, n, k, *alpha, A + b * strideA, lda, B + b * strideB, ldb,
-                *beta, C + b * strideC, ldc);
+  // alpha and beta are read now (host pointers); the product runs with the handle's stream.
+  enqueue(handle->stream, [=, alpha = *alpha, beta = *beta] {
+    for (int b = 0; b < batchCount; ++b)
+      cblas_sgemm(CblasColMajor, ta, tb, m, n, k, alpha, A + b * strideA, lda, B + b * strideB, ldb,
+                  beta, C + b * strideC, ldc);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 }  // namespace milmer::emu::detail

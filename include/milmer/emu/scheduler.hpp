@@ -38,6 +38,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <random>
@@ -145,6 +146,13 @@ struct KernelRecord {
   unsigned attribute_sets = 0;          // cudaFuncSetAttribute calls that succeeded
 };
 
+// Calls f(obj) under obj's mutex and returns what it returns.
+template <class T, class F>
+auto locked(T& obj, F&& f) {
+  std::lock_guard lk(obj.mu);
+  return f(obj);
+}
+
 struct Global {
   Settings settings = Settings::from_env();
   std::mutex mu;
@@ -183,25 +191,11 @@ enum class WarpKind : std::uint8_t {
 };
 
 inline const char* warp_kind_name(WarpKind k) {
-  switch (k) {
-    case WarpKind::sync:
-      return "__syncwarp";
-    case WarpKind::shfl_idx:
-      return "__shfl_sync";
-    case WarpKind::shfl_up:
-      return "__shfl_up_sync";
-    case WarpKind::shfl_down:
-      return "__shfl_down_sync";
-    case WarpKind::shfl_xor:
-      return "__shfl_xor_sync";
-    case WarpKind::ballot:
-      return "__ballot_sync";
-    case WarpKind::any:
-      return "__any_sync";
-    case WarpKind::all:
-      return "__all_sync";
-  }
-  return "warp op";
+  static constexpr const char* kNames[] = {"__syncwarp",       "__shfl_sync",     "__shfl_up_sync",
+                                           "__shfl_down_sync", "__shfl_xor_sync", "__ballot_sync",
+                                           "__any_sync",       "__all_sync"};
+  const auto i = static_cast<std::size_t>(k);
+  return i < std::size(kNames) ? kNames[i] : "warp op";
 }
 
 struct Fiber {
@@ -635,32 +629,15 @@ class Pool {
 
 }  // namespace detail
 
-inline Counters counters() {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  return g.counters;
-}
-inline void reset_counters() {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  g.counters = Counters{};
-}
-inline LaunchRecord last_launch() {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  return g.last;
-}
 inline Schedule schedule() {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  return g.settings.schedule;
+  return detail::locked(detail::Global::get(), [](auto& g) { return g.settings.schedule; });
 }
 // Changes the thread order of later launches (tests run one kernel under every order).
 inline void set_schedule(Schedule s, std::uint64_t seed) {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  g.settings.schedule = s;
-  g.settings.seed = seed;
+  detail::locked(detail::Global::get(), [&](auto& g) {
+    g.settings.schedule = s;
+    g.settings.seed = seed;
+  });
 }
 inline const char* schedule_name(Schedule s) {
   return s == Schedule::seq ? "seq" : (s == Schedule::rev ? "rev" : "random");
@@ -669,36 +646,34 @@ inline unsigned os_threads() {
   return detail::Pool::get().size();
 }
 
-// Strict mode (MILMER_EMU_STRICT): poison and the checks of memory spaces and shared-memory
-// limits. Tests switch it in-process to show a planted bug goes unnoticed without it.
+// Strict mode (MILMER_EMU_STRICT): poison, the checks of memory spaces and shared-memory
+// limits, deferred streams. Tests switch it in-process to show a planted bug goes unnoticed
+// without it.
 inline bool strict() {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  return g.settings.strict;
+  return detail::locked(detail::Global::get(), [](auto& g) { return g.settings.strict; });
 }
 inline void set_strict(bool on) {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  g.settings.strict = on;
+  detail::locked(detail::Global::get(), [&](auto& g) { g.settings.strict = on; });
 }
 // The emulated architecture (MILMER_EMU_ARCH): 80 (A100) or 90 (H100).
 inline int arch() {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  return g.settings.arch;
+  return detail::locked(detail::Global::get(), [](auto& g) { return g.settings.arch; });
 }
 inline void set_arch(int a) {
   check(a == 80 || a == 90, "emulator", "arch", "80 or 90", std::to_string(a));
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  g.settings.arch = a;
+  detail::locked(detail::Global::get(), [&](auto& g) { g.settings.arch = a; });
+}
+
+// The settings now, for a launch that runs later.
+inline detail::Settings settings() {
+  return detail::locked(detail::Global::get(), [](auto& g) { return g.settings; });
 }
 
 inline detail::KernelRecord kernel_record(const void* kernel) {
-  auto& g = detail::Global::get();
-  std::lock_guard lk(g.mu);
-  auto it = g.kernels.find(kernel);
-  return it == g.kernels.end() ? detail::KernelRecord{} : it->second;
+  return detail::locked(detail::Global::get(), [&](auto& g) {
+    auto it = g.kernels.find(kernel);
+    return it == g.kernels.end() ? detail::KernelRecord{} : it->second;
+  });
 }
 
 namespace detail {
@@ -791,15 +766,17 @@ struct SharedSlot {
   std::size_t offset;
 };
 
-// Runs a whole grid and returns when it has finished (the host target's launches are
-// synchronous, which keeps stream order trivially). `body` runs one CUDA thread.
+// Runs a whole grid and returns when it has finished (milmer::launch queues it on its stream,
+// emu/streams.hpp). `body` runs one CUDA thread. `at_launch`, when given, holds the settings
+// (thread order, strict mode, architecture) as they were when the grid was launched.
 // `on_static_shared`, when given, is called with a block's static shared bytes whenever they
 // grow (and once before the blocks with what earlier launches declared): the launcher's
 // chance to opt in to more shared memory, as it does from cudaFuncGetAttributes on a GPU.
 // Without it the launch is like <<<>>>: nothing opts in.
 inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::size_t shared_bytes,
                      const std::function<void()>& body,
-                     const std::function<void(std::size_t)>* on_static_shared = nullptr) {
+                     const std::function<void(std::size_t)>* on_static_shared = nullptr,
+                     const detail::Settings* at_launch = nullptr) {
   if (detail::tls_runner != nullptr)
     throw Error("emulator", "launch", "a launch from host code",
                 "a launch from inside a running kernel");
@@ -816,10 +793,11 @@ inline void run_grid(const void* kernel_address, dim3 grid, dim3 block, std::siz
   std::size_t known_static = 0;
   {
     std::lock_guard lk(g.mu);
-    sched = g.settings.schedule;
-    seed = g.settings.seed * 0x100000001B3ull + g.launch_serial++;
-    launch_ctx.strict = g.settings.strict;
-    launch_ctx.arch = g.settings.arch;
+    const detail::Settings& settings = at_launch ? *at_launch : g.settings;
+    sched = settings.schedule;
+    seed = settings.seed * 0x100000001B3ull + g.launch_serial++;
+    launch_ctx.strict = settings.strict;
+    launch_ctx.arch = settings.arch;
     known_static = g.kernels[kernel_address].static_shared_bytes;
   }
   if (on_static_shared) (*on_static_shared)(known_static);

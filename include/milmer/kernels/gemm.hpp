@@ -22,10 +22,10 @@
 // tanh approximation of GELU, not the erf form this model uses (Swin MLP, torch's default
 // nn.GELU), so GELU is never done by cuBLASLt: on both targets it is cublasSgemm followed by
 // bias_activation_forward_kernel below (bias + erf GELU in one pass, optionally also storing
-// the pre-activation). Bias and ReLU: on the cuda target cuBLASLt fuses them into the GEMM
-// (CUBLASLT_EPILOGUE_BIAS, _RELU, _RELU_BIAS); on the host target (cuBLASLt is not emulated)
-// cublasSgemm + the same epilogue kernel computes the same function: the fp32 GEMM result
-// plus the bias in fp32, then max(0, .).
+// the pre-activation). Bias and ReLU: cuBLASLt fuses them into the GEMM
+// (CUBLASLT_EPILOGUE_BIAS, _RELU, _RELU_BIAS), on the host target through the emulator's
+// cuBLASLt (emu/cublaslt.hpp: the same calls, the fp32 GEMM result plus the bias in fp32,
+// then max(0, .)).
 //
 // What backward needs from forward: relu needs only the sign of the pre-activation, which is
 // the sign of the output, so pass the forward output; gelu needs the pre-activation, which
@@ -241,17 +241,9 @@ void launch_bias_activation(Context& ctx, Epilogue act, T* out, T* pre, const T*
   }
 }
 
-// The alignment of a pointer in bytes, as cuBLASLt's CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES
-// wants it: the largest power of two dividing the address, at most 256 (cuBLASLt assumes
-// 256 when the preference is not set).
-inline std::uint32_t pointer_alignment(const void* p) {
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  std::uint32_t align = 256;
-  while (align > 1 && a % align != 0) align /= 2;
-  return align;
-}
+// The alignment cuBLASLt's preferences speak of (device_limits.hpp, shared with the emulator).
+using milmer::pointer_alignment;
 
-#if MILMER_TARGET_CUDA
 // out (M x N) = inp (M x K) @ weight^T (+ bias) (relu), one cuBLASLt call with the epilogue
 // fused (CUBLASLT_EPILOGUE_BIAS / RELU / RELU_BIAS). Column-major view: D^T (N x M) =
 // op_T(weight as K x N) * (inp as K x M).
@@ -315,7 +307,6 @@ inline void lt_linear_forward(Context& ctx, float* out, const float* inp, const 
                                      out, s.d, &heuristic.algo, ctx.workspace(),
                                      Context::kWorkspaceBytes, ctx.stream()));
 }
-#endif
 
 }  // namespace detail
 
@@ -397,13 +388,11 @@ void linear_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_
   detail::check_int(n, op, "weight", "rows");
   detail::check_int(k, op, "inp", "columns");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
-#if MILMER_TARGET_CUDA
   if (epilogue != Epilogue::gelu) {
     detail::lt_linear_forward(ctx, out.data, inp.data, weight.data, has_bias ? bias.data : nullptr,
                               mi, ni, ki, epilogue == Epilogue::relu);
     return;
   }
-#endif
   // GEMM into the buffer the epilogue reads (pre_activation when stored, else out), then one
   // element-wise pass for bias + activation.
   T* gemm_out = store_pre ? pre_activation.data : out.data;
