@@ -63,6 +63,11 @@ struct TensorView {
   }
 };
 
+// A launcher's read-only input of element type T. std::type_identity_t keeps T out of
+// deduction here, so T comes from the outputs and a TensorView<T> converts to the input.
+template <class T>
+using InView = TensorView<const std::type_identity_t<T>>;
+
 template <class T>
 TensorView<T> view(T* p, std::initializer_list<std::int64_t> dims) {
   return TensorView<T>(p, dims);

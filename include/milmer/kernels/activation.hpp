@@ -105,24 +105,22 @@ void activation_backward(Context& ctx, const char* op, TensorView<T> dinp, Tenso
 
 // out = gelu(inp), exact erf form.
 template <class T>
-void gelu_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> inp) {
+void gelu_forward(Context& ctx, TensorView<T> out, InView<T> inp) {
   detail::activation_forward<kernels::Gelu, T>(ctx, "gelu_forward", out, inp);
 }
 // dinp = dout * gelu'(inp), written.
 template <class T>
-void gelu_backward(Context& ctx, TensorView<T> dinp, TensorView<const std::type_identity_t<T>> dout,
-                   TensorView<const std::type_identity_t<T>> inp) {
+void gelu_backward(Context& ctx, TensorView<T> dinp, InView<T> dout, InView<T> inp) {
   detail::activation_backward<kernels::Gelu, T>(ctx, "gelu_backward", dinp, dout, inp);
 }
 // out = max(inp, 0).
 template <class T>
-void relu_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> inp) {
+void relu_forward(Context& ctx, TensorView<T> out, InView<T> inp) {
   detail::activation_forward<kernels::Relu, T>(ctx, "relu_forward", out, inp);
 }
 // dinp = dout where inp > 0, else 0; written.
 template <class T>
-void relu_backward(Context& ctx, TensorView<T> dinp, TensorView<const std::type_identity_t<T>> dout,
-                   TensorView<const std::type_identity_t<T>> inp) {
+void relu_backward(Context& ctx, TensorView<T> dinp, InView<T> dout, InView<T> inp) {
   detail::activation_backward<kernels::Relu, T>(ctx, "relu_backward", dinp, dout, inp);
 }
 

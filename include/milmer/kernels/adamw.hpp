@@ -178,8 +178,7 @@ inline kernels::AdamWScalars adamw_scalars(const AdamWConfig& c, int step) {
 // step is the 1-based step count after this update (PyTorch's state['step']).
 template <class T>
 void adamw_update(Context& ctx, TensorView<T> params, TensorView<float> m, TensorView<float> v,
-                  TensorView<const std::type_identity_t<T>> grads, int step,
-                  const AdamWConfig& config) {
+                  InView<T> grads, int step, const AdamWConfig& config) {
   constexpr const char* op = "adamw_update";
   expect(params, op, "params", {-1});
   const std::int64_t n = params.shape[0];

@@ -118,15 +118,14 @@ void masked_scale_apply(Context& ctx, const char* op, const char* dst_name, cons
 
 // out = dropout(inp) with the mask of (seed, offset); out may be inp.
 template <class T>
-void dropout_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> inp,
-                     float p, std::uint64_t seed, std::uint64_t offset) {
+void dropout_forward(Context& ctx, TensorView<T> out, InView<T> inp, float p, std::uint64_t seed,
+                     std::uint64_t offset) {
   detail::masked_scale_apply<T>(ctx, "dropout_forward", "out", "inp", out, inp, p, seed, offset,
                                 false);
 }
 // dinp = dout * mask * scale with the forward's (p, seed, offset); written; dinp may be dout.
 template <class T>
-void dropout_backward(Context& ctx, TensorView<T> dinp,
-                      TensorView<const std::type_identity_t<T>> dout, float p, std::uint64_t seed,
+void dropout_backward(Context& ctx, TensorView<T> dinp, InView<T> dout, float p, std::uint64_t seed,
                       std::uint64_t offset) {
   detail::masked_scale_apply<T>(ctx, "dropout_backward", "dinp", "dout", dinp, dout, p, seed,
                                 offset, false);
@@ -134,17 +133,15 @@ void dropout_backward(Context& ctx, TensorView<T> dinp,
 // out = drop_path(inp): each sample (dim 0) kept whole with probability 1 - p and scaled by
 // 1 / (1 - p), or zeroed; out may be inp.
 template <class T>
-void drop_path_forward(Context& ctx, TensorView<T> out,
-                       TensorView<const std::type_identity_t<T>> inp, float p, std::uint64_t seed,
+void drop_path_forward(Context& ctx, TensorView<T> out, InView<T> inp, float p, std::uint64_t seed,
                        std::uint64_t offset) {
   detail::masked_scale_apply<T>(ctx, "drop_path_forward", "out", "inp", out, inp, p, seed, offset,
                                 true);
 }
 // dinp = dout with the forward's per-sample mask and scale; written; dinp may be dout.
 template <class T>
-void drop_path_backward(Context& ctx, TensorView<T> dinp,
-                        TensorView<const std::type_identity_t<T>> dout, float p, std::uint64_t seed,
-                        std::uint64_t offset) {
+void drop_path_backward(Context& ctx, TensorView<T> dinp, InView<T> dout, float p,
+                        std::uint64_t seed, std::uint64_t offset) {
   detail::masked_scale_apply<T>(ctx, "drop_path_backward", "dinp", "dout", dinp, dout, p, seed,
                                 offset, true);
 }

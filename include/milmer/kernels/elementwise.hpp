@@ -132,8 +132,7 @@ namespace milmer {
 
 // out(rows, cols) += bias(cols).
 template <class T>
-void bias_add_forward(Context& ctx, TensorView<T> out,
-                      TensorView<const std::type_identity_t<T>> bias) {
+void bias_add_forward(Context& ctx, TensorView<T> out, InView<T> bias) {
   constexpr const char* op = "bias_add_forward";
   expect(out, op, "out", {-1, -1});
   const std::int64_t rows = out.dim(0), cols = out.dim(1);
@@ -178,8 +177,8 @@ inline std::int64_t bias_add_backward_scratch_elements(std::int64_t rows, std::i
 // dbias(cols) += column sums of dout(rows, cols); scratch holds at least
 // bias_add_backward_scratch_elements(rows, cols) floats and is overwritten.
 template <class T>
-void bias_add_backward(Context& ctx, TensorView<T> dbias,
-                       TensorView<const std::type_identity_t<T>> dout, TensorView<float> scratch) {
+void bias_add_backward(Context& ctx, TensorView<T> dbias, InView<T> dout,
+                       TensorView<float> scratch) {
   constexpr const char* op = "bias_add_backward";
   const auto [rows, cols] = detail::expect_rows(dout, op, "dout", " columns");
   expect(dbias, op, "dbias", {cols});
@@ -202,8 +201,7 @@ void bias_add_backward(Context& ctx, TensorView<T> dbias,
 
 // out = a + b (all the same shape; out may be a or b).
 template <class T>
-void add_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> a,
-                 TensorView<const std::type_identity_t<T>> b) {
+void add_forward(Context& ctx, TensorView<T> out, InView<T> a, InView<T> b) {
   constexpr const char* op = "add_forward";
   detail::expect_flat(out, op, "out");
   detail::expect_flat(a, op, "a");
@@ -218,7 +216,7 @@ void add_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_ide
 // dst += src: how a branch's gradient joins the residual stream's (the backward of
 // add_forward is the identity for both inputs).
 template <class T>
-void add_inplace(Context& ctx, TensorView<T> dst, TensorView<const std::type_identity_t<T>> src) {
+void add_inplace(Context& ctx, TensorView<T> dst, InView<T> src) {
   constexpr const char* op = "add_inplace";
   detail::expect_flat(dst, op, "dst");
   detail::expect_flat(src, op, "src");

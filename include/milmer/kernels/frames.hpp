@@ -90,7 +90,7 @@ namespace milmer {
 // out (B, K, R) = in[b, topk[b, k]] for in (B, F, R). topk values must lie in [0, F): they
 // come from amil_select_forward, which guarantees it.
 template <class T>
-void frame_gather(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> in,
+void frame_gather(Context& ctx, TensorView<T> out, InView<T> in,
                   TensorView<const std::int32_t> topk) {
   constexpr const char* op = "frame_gather";
   expect(in, op, "in", {-1, -1, -1});
@@ -119,8 +119,7 @@ inline void topk_scatter(Context& ctx, TensorView<float> out, TensorView<const f
 
 // z (B, K, R) = gates (B, K) * x (B, K, R).
 template <class T>
-void gate_scale_forward(Context& ctx, TensorView<T> z, TensorView<const std::type_identity_t<T>> x,
-                        TensorView<const float> gates) {
+void gate_scale_forward(Context& ctx, TensorView<T> z, InView<T> x, TensorView<const float> gates) {
   constexpr const char* op = "gate_scale_forward";
   expect(x, op, "x", {-1, -1, -1});
   expect(gates, op, "gates", {x.dim(0), x.dim(1)});
@@ -131,10 +130,8 @@ void gate_scale_forward(Context& ctx, TensorView<T> z, TensorView<const std::typ
 
 // dx (B, K, R) = gates * dz (written); dg (B, K) = sum_r dz * x (written).
 template <class T>
-void gate_scale_backward(Context& ctx, TensorView<T> dx, TensorView<float> dg,
-                         TensorView<const std::type_identity_t<T>> dz,
-                         TensorView<const std::type_identity_t<T>> x,
-                         TensorView<const float> gates) {
+void gate_scale_backward(Context& ctx, TensorView<T> dx, TensorView<float> dg, InView<T> dz,
+                         InView<T> x, TensorView<const float> gates) {
   constexpr const char* op = "gate_scale_backward";
   expect(x, op, "x", {-1, -1, -1});
   expect(dz, op, "dz", {x.dim(0), x.dim(1), x.dim(2)});

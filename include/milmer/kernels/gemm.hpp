@@ -313,9 +313,8 @@ inline void lt_linear_forward(Context& ctx, float* out, const float* inp, const 
 // C = alpha * op_a(A) @ op_b(B) + beta * C, all row-major 2-D views (unit column stride, any
 // row stride >= cols: see matrix_view). op(A) is M x K, op(B) is K x N, C is M x N.
 template <class T>
-void gemm(Context& ctx, TensorView<T> c, TensorView<const std::type_identity_t<T>> a, MatOp op_a,
-          TensorView<const std::type_identity_t<T>> b, MatOp op_b, float alpha = 1.0f,
-          float beta = 0.0f) {
+void gemm(Context& ctx, TensorView<T> c, InView<T> a, MatOp op_a, InView<T> b, MatOp op_b,
+          float alpha = 1.0f, float beta = 0.0f) {
   static_assert(std::is_same_v<T, float>, "gemm: only float storage is wired to cuBLAS so far");
   constexpr const char* op = "gemm";
   detail::expect_matrix(c, op, "C", 2, true);
@@ -334,10 +333,8 @@ void gemm(Context& ctx, TensorView<T> c, TensorView<const std::type_identity_t<T
 // Example, attention scores per (sample, head) with q, k packed as (B*H, T, d):
 //   gemm_strided_batched(ctx, scores (B*H, T, T), q, MatOp::N, k, MatOp::T, 1 / sqrt(d)).
 template <class T>
-void gemm_strided_batched(Context& ctx, TensorView<T> c,
-                          TensorView<const std::type_identity_t<T>> a, MatOp op_a,
-                          TensorView<const std::type_identity_t<T>> b, MatOp op_b,
-                          float alpha = 1.0f, float beta = 0.0f) {
+void gemm_strided_batched(Context& ctx, TensorView<T> c, InView<T> a, MatOp op_a, InView<T> b,
+                          MatOp op_b, float alpha = 1.0f, float beta = 0.0f) {
   static_assert(std::is_same_v<T, float>,
                 "gemm_strided_batched: only float storage is wired to cuBLAS so far");
   constexpr const char* op = "gemm_strided_batched";
@@ -363,10 +360,9 @@ void gemm_strided_batched(Context& ctx, TensorView<T> c,
 // bias; it is what linear_backward needs for gelu and is refused for the other epilogues
 // (relu's backward takes the output, none needs nothing).
 template <class T>
-void linear_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> inp,
-                    TensorView<const std::type_identity_t<T>> weight,
-                    TensorView<const std::type_identity_t<T>> bias = {},
-                    Epilogue epilogue = Epilogue::none, TensorView<T> pre_activation = {}) {
+void linear_forward(Context& ctx, TensorView<T> out, InView<T> inp, InView<T> weight,
+                    InView<T> bias = {}, Epilogue epilogue = Epilogue::none,
+                    TensorView<T> pre_activation = {}) {
   static_assert(std::is_same_v<T, float>,
                 "linear_forward: only float storage is wired to cuBLAS so far");
   constexpr const char* op = "linear_forward";
@@ -414,11 +410,8 @@ void linear_forward(Context& ctx, TensorView<T> out, TensorView<const std::type_
 // so dinp may be the memory of inp.
 template <class T>
 void linear_backward(Context& ctx, TensorView<T> dinp, TensorView<T> dweight, TensorView<T> dbias,
-                     TensorView<const std::type_identity_t<T>> dout,
-                     TensorView<const std::type_identity_t<T>> inp,
-                     TensorView<const std::type_identity_t<T>> weight,
-                     Epilogue epilogue = Epilogue::none,
-                     TensorView<const std::type_identity_t<T>> saved = {},
+                     InView<T> dout, InView<T> inp, InView<T> weight,
+                     Epilogue epilogue = Epilogue::none, InView<T> saved = {},
                      TensorView<T> dpre = {}) {
   static_assert(std::is_same_v<T, float>,
                 "linear_backward: only float storage is wired to cuBLAS so far");

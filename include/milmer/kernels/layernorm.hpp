@@ -283,9 +283,8 @@ inline std::int64_t layernorm_backward_scratch_elements(std::int64_t rows, std::
 // out = LayerNorm(inp) * weight + bias over the last dim; saves per-row mean and rstd.
 template <class T>
 void layernorm_forward(Context& ctx, TensorView<T> out, TensorView<float> mean,
-                       TensorView<float> rstd, TensorView<const std::type_identity_t<T>> inp,
-                       TensorView<const std::type_identity_t<T>> weight,
-                       TensorView<const std::type_identity_t<T>> bias, float eps) {
+                       TensorView<float> rstd, InView<T> inp, InView<T> weight, InView<T> bias,
+                       float eps) {
   constexpr const char* op = "layernorm_forward";
   const auto [rows, width] = detail::expect_rows(inp, op, "inp");
   expect(out, op, "out", {rows, width});
@@ -303,12 +302,9 @@ void layernorm_forward(Context& ctx, TensorView<T> out, TensorView<float> mean,
 // least layernorm_backward_scratch_elements(rows, width) floats and is overwritten.
 template <class T>
 void layernorm_backward(Context& ctx, TensorView<T> dinp, TensorView<T> dweight,
-                        TensorView<T> dbias, TensorView<float> scratch,
-                        TensorView<const std::type_identity_t<T>> dout,
-                        TensorView<const std::type_identity_t<T>> inp,
-                        TensorView<const std::type_identity_t<T>> weight,
-                        TensorView<const float> mean, TensorView<const float> rstd,
-                        bool accumulate_dinp) {
+                        TensorView<T> dbias, TensorView<float> scratch, InView<T> dout,
+                        InView<T> inp, InView<T> weight, TensorView<const float> mean,
+                        TensorView<const float> rstd, bool accumulate_dinp) {
   constexpr const char* op = "layernorm_backward";
   const auto [rows, width] = detail::expect_rows(inp, op, "inp");
   detail::expect_each(op, {rows, width}, detail::named(dinp, "dinp"), detail::named(dout, "dout"));

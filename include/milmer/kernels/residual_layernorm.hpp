@@ -169,13 +169,10 @@ inline std::int64_t residual_layernorm_backward_scratch_elements(std::int64_t ro
 // residual or branch buffers.
 template <class T>
 void residual_layernorm_forward(Context& ctx, TensorView<T> out, TensorView<T> sum,
-                                TensorView<float> mean, TensorView<float> rstd,
-                                TensorView<const std::type_identity_t<T>> residual,
-                                TensorView<const std::type_identity_t<T>> branch,
-                                TensorView<const std::type_identity_t<T>> branch_bias,
-                                TensorView<const std::type_identity_t<T>> norm_weight,
-                                TensorView<const std::type_identity_t<T>> norm_bias, float eps,
-                                float p, std::uint64_t seed, std::uint64_t offset) {
+                                TensorView<float> mean, TensorView<float> rstd, InView<T> residual,
+                                InView<T> branch, InView<T> branch_bias, InView<T> norm_weight,
+                                InView<T> norm_bias, float eps, float p, std::uint64_t seed,
+                                std::uint64_t offset) {
   constexpr const char* op = "residual_layernorm_forward";
   const auto [rows, width] = detail::expect_rows(residual, op, "residual");
   detail::expect_each(op, {rows, width}, detail::named(branch, "branch"), detail::named(out, "out"),
@@ -204,9 +201,7 @@ template <class T>
 void residual_layernorm_backward(Context& ctx, TensorView<T> dresidual, TensorView<T> dbranch,
                                  TensorView<T> dnorm_weight, TensorView<T> dnorm_bias,
                                  TensorView<T> dbranch_bias, TensorView<float> scratch,
-                                 TensorView<const std::type_identity_t<T>> dout,
-                                 TensorView<const std::type_identity_t<T>> sum,
-                                 TensorView<const std::type_identity_t<T>> norm_weight,
+                                 InView<T> dout, InView<T> sum, InView<T> norm_weight,
                                  TensorView<const float> mean, TensorView<const float> rstd,
                                  float p, std::uint64_t seed, std::uint64_t offset) {
   constexpr const char* op = "residual_layernorm_backward";

@@ -161,9 +161,8 @@ void softmax_ce_launch(const char* op, Context& ctx, TensorView<float> loss_mean
 // host memory) lets the labels be checked before the launch instead of by a read-back.
 template <class T>
 void softmax_ce_forward(Context& ctx, TensorView<float> loss_mean, TensorView<float> losses,
-                        TensorView<T> dlogits, TensorView<const std::type_identity_t<T>> logits,
-                        TensorView<const int> labels, float dloss = 1.0f,
-                        std::span<const int> host_labels = {}) {
+                        TensorView<T> dlogits, InView<T> logits, TensorView<const int> labels,
+                        float dloss = 1.0f, std::span<const int> host_labels = {}) {
   constexpr const char* op = "softmax_ce_forward";
   MILMER_CHECK(std::isfinite(dloss), op, "dloss", "a finite scale", str(dloss));
   const float grad_scale =
@@ -175,8 +174,8 @@ void softmax_ce_forward(Context& ctx, TensorView<float> loss_mean, TensorView<fl
 // Evaluation: losses, loss_mean and probs (B, C) = softmax(logits); no gradient.
 template <class T>
 void softmax_ce_forward_only(Context& ctx, TensorView<float> loss_mean, TensorView<float> losses,
-                             TensorView<T> probs, TensorView<const std::type_identity_t<T>> logits,
-                             TensorView<const int> labels, std::span<const int> host_labels = {}) {
+                             TensorView<T> probs, InView<T> logits, TensorView<const int> labels,
+                             std::span<const int> host_labels = {}) {
   detail::softmax_ce_launch<T, false>("softmax_ce_forward_only", ctx, loss_mean, losses, probs,
                                       logits, labels, 1.0f, host_labels);
 }

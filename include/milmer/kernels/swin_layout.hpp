@@ -175,8 +175,7 @@ void patch_gather_launch(Context& ctx, const char* op, Kernel kernel, T* dst, co
 
 // patches (B * ceil(H/P) * ceil(W/P), Cin * P * P) from pixels (B, Cin, H, W).
 template <class T>
-void patch_gather_forward(Context& ctx, TensorView<T> patches,
-                          TensorView<const std::type_identity_t<T>> pixels, int patch) {
+void patch_gather_forward(Context& ctx, TensorView<T> patches, InView<T> pixels, int patch) {
   detail::patch_gather_launch(ctx, "patch_gather_forward", kernels::patch_gather_forward_kernel<T>,
                               patches.data, pixels.data, pixels, TensorView<const T>(patches),
                               "pixels", "patches", patch, patches.numel());
@@ -184,8 +183,7 @@ void patch_gather_forward(Context& ctx, TensorView<T> patches,
 
 // dpixels (B, Cin, H, W) written from dpatches.
 template <class T>
-void patch_gather_backward(Context& ctx, TensorView<T> dpixels,
-                           TensorView<const std::type_identity_t<T>> dpatches, int patch) {
+void patch_gather_backward(Context& ctx, TensorView<T> dpixels, InView<T> dpatches, int patch) {
   detail::patch_gather_launch(ctx, "patch_gather_backward",
                               kernels::patch_gather_backward_kernel<T>, dpixels.data, dpatches.data,
                               TensorView<const T>(dpixels), dpatches, "dpixels", "dpatches", patch,
@@ -218,8 +216,7 @@ void map_pair_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const 
 
 // out (B, Hp, Wp, C) = inp (B, H, W, C) zero-padded; Hp >= H, Wp >= W.
 template <class T>
-void pad_map_forward(Context& ctx, TensorView<T> out,
-                     TensorView<const std::type_identity_t<T>> inp) {
+void pad_map_forward(Context& ctx, TensorView<T> out, InView<T> inp) {
   detail::map_pair_launch<detail::MapLayout::pad>(
       ctx, "pad_map_forward", kernels::pad_map_forward_kernel<T>, out.data, inp.data, inp,
       TensorView<const T>(out), "inp", "out", out.numel());
@@ -227,8 +224,7 @@ void pad_map_forward(Context& ctx, TensorView<T> out,
 
 // dinp (B, H, W, C) = dout (B, Hp, Wp, C) cropped; written.
 template <class T>
-void pad_map_backward(Context& ctx, TensorView<T> dinp,
-                      TensorView<const std::type_identity_t<T>> dout) {
+void pad_map_backward(Context& ctx, TensorView<T> dinp, InView<T> dout) {
   detail::map_pair_launch<detail::MapLayout::pad>(
       ctx, "pad_map_backward", kernels::pad_map_backward_kernel<T>, dinp.data, dout.data,
       TensorView<const T>(dinp), dout, "dinp", "dout", dinp.numel());
@@ -236,8 +232,7 @@ void pad_map_backward(Context& ctx, TensorView<T> dinp,
 
 // out (B, ceil(H/2) * ceil(W/2), 4C) from inp (B, H, W, C) in transformers' quadrant order.
 template <class T>
-void merge_gather_forward(Context& ctx, TensorView<T> out,
-                          TensorView<const std::type_identity_t<T>> inp) {
+void merge_gather_forward(Context& ctx, TensorView<T> out, InView<T> inp) {
   detail::map_pair_launch<detail::MapLayout::merge>(
       ctx, "merge_gather_forward", kernels::merge_gather_forward_kernel<T>, out.data, inp.data, inp,
       TensorView<const T>(out), "inp", "out", out.numel());
@@ -245,8 +240,7 @@ void merge_gather_forward(Context& ctx, TensorView<T> out,
 
 // dinp (B, H, W, C) written from dout (B, ceil(H/2) * ceil(W/2), 4C).
 template <class T>
-void merge_gather_backward(Context& ctx, TensorView<T> dinp,
-                           TensorView<const std::type_identity_t<T>> dout) {
+void merge_gather_backward(Context& ctx, TensorView<T> dinp, InView<T> dout) {
   detail::map_pair_launch<detail::MapLayout::merge>(
       ctx, "merge_gather_backward", kernels::merge_gather_backward_kernel<T>, dinp.data, dout.data,
       TensorView<const T>(dinp), dout, "dinp", "dout", dinp.numel());

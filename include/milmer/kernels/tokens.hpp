@@ -201,13 +201,9 @@ inline std::int64_t token_assembly_backward_scratch_elements(std::int64_t visual
 // tokens (B, 1 + N + C, D) = [cls; visual + type_embed[0] + pos_visual;
 //                              eeg + type_embed[1] + pos_eeg] per sample.
 template <class T>
-void token_assembly_forward(Context& ctx, TensorView<T> tokens,
-                            TensorView<const std::type_identity_t<T>> visual,
-                            TensorView<const std::type_identity_t<T>> eeg,
-                            TensorView<const std::type_identity_t<T>> cls,
-                            TensorView<const std::type_identity_t<T>> type_embed,
-                            TensorView<const std::type_identity_t<T>> pos_visual,
-                            TensorView<const std::type_identity_t<T>> pos_eeg) {
+void token_assembly_forward(Context& ctx, TensorView<T> tokens, InView<T> visual, InView<T> eeg,
+                            InView<T> cls, InView<T> type_embed, InView<T> pos_visual,
+                            InView<T> pos_eeg) {
   constexpr const char* op = "token_assembly_forward";
   const auto z = detail::token_sizes(visual, "visual", eeg, "eeg", op);
   detail::expect_token_tensors(op, z, {"tokens", "cls", "type_embed", "pos_visual", "pos_eeg"},
@@ -227,8 +223,7 @@ template <class T>
 void token_assembly_backward(Context& ctx, TensorView<T> dvisual, TensorView<T> deeg,
                              TensorView<T> dcls, TensorView<T> dtype_embed,
                              TensorView<T> dpos_visual, TensorView<T> dpos_eeg,
-                             TensorView<float> scratch,
-                             TensorView<const std::type_identity_t<T>> dtokens) {
+                             TensorView<float> scratch, InView<T> dtokens) {
   constexpr const char* op = "token_assembly_backward";
   const auto z = detail::token_sizes(dvisual, "dvisual", deeg, "deeg", op);
   detail::expect_token_tensors(op, z, {"dtokens", "dcls", "dtype_embed", "dpos_visual", "dpos_eeg"},
@@ -268,7 +263,7 @@ void cls_launch(Context& ctx, const char* op, Kernel kernel, T* dst, const T* sr
 
 // out (B, D) = tokens[:, 0, :]: the CLS token of each sample, for the head.
 template <class T>
-void cls_gather(Context& ctx, TensorView<T> out, TensorView<const std::type_identity_t<T>> tokens) {
+void cls_gather(Context& ctx, TensorView<T> out, InView<T> tokens) {
   detail::cls_launch(ctx, "cls_gather", kernels::cls_slot_elements<T, false>, out.data, tokens.data,
                      tokens, "tokens", TensorView<const T>(out), "out");
 }
@@ -276,8 +271,7 @@ void cls_gather(Context& ctx, TensorView<T> out, TensorView<const std::type_iden
 // dtokens[:, 0, :] += dcls (B, D): the backward of cls_gather, added into the fusion
 // output's gradient (the other tokens are left as they are).
 template <class T>
-void cls_scatter_add(Context& ctx, TensorView<T> dtokens,
-                     TensorView<const std::type_identity_t<T>> dcls) {
+void cls_scatter_add(Context& ctx, TensorView<T> dtokens, InView<T> dcls) {
   detail::cls_launch(ctx, "cls_scatter_add", kernels::cls_slot_elements<T, true>, dtokens.data,
                      dcls.data, TensorView<const T>(dtokens), "dtokens", dcls, "dcls");
 }
