@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "milmer/io/safetensors.hpp"
+#include "support.hpp"
 
 #ifndef MILMER_SOURCE_DIR
 #define MILMER_SOURCE_DIR "."
@@ -43,16 +44,6 @@ struct TempDir {
     fs::remove_all(path, ec);
   }
 };
-
-std::string st_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const milmer::Error& e) {
-    return e.what();
-  }
-  FAIL("expected a milmer::Error");
-  return {};
-}
 
 // A file of the given header text and data bytes; `length` overrides the header length.
 fs::path raw_file(const fs::path& dir, const std::string& name, const std::string& header,
@@ -138,60 +129,60 @@ TEST_CASE("safetensors: malformed files are refused with the file and tensor nam
   SUBCASE("shorter than the length field") {
     const fs::path p = dir.path / "short.safetensors";
     std::ofstream(p, std::ios::binary) << "abc";
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find(p.string()) != std::string::npos);
     CHECK(m.find("at least 8 bytes") != std::string::npos);
   }
   SUBCASE("header length past the end of the file") {
     const auto p = raw_file(dir.path, "len.safetensors", "{}", 0, 1000);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find(p.string()) != std::string::npos);
     CHECK(m.find("past the end of the file") != std::string::npos);
   }
   SUBCASE("missing file") {
-    const auto m = st_error([&] { read(dir.path / "absent.safetensors"); });
+    const auto m = milmer::test::error_message([&] { read(dir.path / "absent.safetensors"); });
     CHECK(m.find("absent.safetensors") != std::string::npos);
   }
   SUBCASE("header is not JSON") {
     const auto p = raw_file(dir.path, "json.safetensors", "{\"a\": [", 0);
-    CHECK(st_error([&] { read(p); }).find("valid JSON") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(p); }).find("valid JSON") != std::string::npos);
   }
   SUBCASE("header is not an object") {
     const auto p = raw_file(dir.path, "arr.safetensors", "[1, 2]", 0);
-    CHECK(st_error([&] { read(p); }).find("a JSON object") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(p); }).find("a JSON object") != std::string::npos);
   }
   SUBCASE("unsupported dtype") {
     const auto p = raw_file(dir.path, "bf16.safetensors",
                             R"({"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}})", 4);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find("'w'") != std::string::npos);
     CHECK(m.find("BF16") != std::string::npos);
   }
   SUBCASE("byte size disagrees with dtype and shape") {
     const auto p = raw_file(dir.path, "size.safetensors",
                             R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}})", 12);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find("'w'") != std::string::npos);
     CHECK(m.find("16 bytes for F32 [2, 2]") != std::string::npos);
   }
   SUBCASE("offsets past the data buffer") {
     const auto p =
         raw_file(dir.path, "range.safetensors", "{\"w\":{" + f32 + ",\"data_offsets\":[4,12]}}", 8);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find("'w'") != std::string::npos);
     CHECK(m.find("inside the data buffer of 8 bytes") != std::string::npos);
   }
   SUBCASE("begin after end") {
     const auto p =
         raw_file(dir.path, "order.safetensors", "{\"w\":{" + f32 + ",\"data_offsets\":[8,0]}}", 8);
-    CHECK(st_error([&] { read(p); }).find("begin <= end") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(p); }).find("begin <= end") != std::string::npos);
   }
   SUBCASE("overlapping tensors") {
     const auto p = raw_file(
         dir.path, "overlap.safetensors",
         "{\"a\":{" + f32 + ",\"data_offsets\":[0,8]},\"b\":{" + f32 + ",\"data_offsets\":[4,12]}}",
         12);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find("'b'") != std::string::npos);
     CHECK(m.find("overlapping 'a'") != std::string::npos);
   }
@@ -200,44 +191,46 @@ TEST_CASE("safetensors: malformed files are refused with the file and tensor nam
         dir.path, "gap.safetensors",
         "{\"a\":{" + f32 + ",\"data_offsets\":[0,8]},\"b\":{" + f32 + ",\"data_offsets\":[12,20]}}",
         20);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find("'b'") != std::string::npos);
     CHECK(m.find("no gap") != std::string::npos);
   }
   SUBCASE("trailing bytes no tensor uses") {
     const auto p =
         raw_file(dir.path, "trail.safetensors", "{\"a\":{" + f32 + ",\"data_offsets\":[0,8]}}", 9);
-    CHECK(st_error([&] { read(p); }).find("1 trailing bytes") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(p); }).find("1 trailing bytes") !=
+          std::string::npos);
   }
   SUBCASE("duplicate tensor names") {
     const auto p = raw_file(
         dir.path, "dup.safetensors",
         "{\"a\":{" + f32 + ",\"data_offsets\":[0,8]},\"a\":{" + f32 + ",\"data_offsets\":[8,16]}}",
         16);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find("'a'") != std::string::npos);
     CHECK(m.find("duplicate") != std::string::npos);
   }
   SUBCASE("negative or fractional dims") {
     const auto p = raw_file(dir.path, "neg.safetensors",
                             R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,0]}})", 0);
-    CHECK(st_error([&] { read(p); }).find("integers >= 0") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(p); }).find("integers >= 0") != std::string::npos);
     const auto q = raw_file(dir.path, "frac.safetensors",
                             R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4);
-    CHECK(st_error([&] { read(q); }).find("integers >= 0") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(q); }).find("integers >= 0") != std::string::npos);
   }
   SUBCASE("missing or unknown fields") {
     const auto p = raw_file(dir.path, "nooff.safetensors", "{\"w\":{" + f32 + "}}", 8);
-    const auto m = st_error([&] { read(p); });
+    const auto m = milmer::test::error_message([&] { read(p); });
     CHECK(m.find("'w'") != std::string::npos);
     CHECK(m.find("data_offsets") != std::string::npos);
     const auto q = raw_file(dir.path, "extra.safetensors",
                             "{\"w\":{" + f32 + ",\"data_offsets\":[0,8],\"x\":1}}", 8);
-    CHECK(st_error([&] { read(q); }).find("field 'x'") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(q); }).find("field 'x'") != std::string::npos);
   }
   SUBCASE("metadata values must be strings") {
     const auto p = raw_file(dir.path, "meta.safetensors", R"({"__metadata__":{"n":3}})", 0);
-    CHECK(st_error([&] { read(p); }).find("__metadata__.n") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { read(p); }).find("__metadata__.n") !=
+          std::string::npos);
   }
   SUBCASE("an empty header object is a valid empty file") {
     const auto p = raw_file(dir.path, "empty.safetensors", "{}      ", 0);
@@ -250,13 +243,13 @@ TEST_CASE("safetensors: the writer refuses inconsistent tensors and leaves nothi
   milmer::io::TensorMap bad;
   bad["w"] = Tensor{DType::F32, {2, 2}, std::vector<std::byte>(12)};
   const fs::path p = dir.path / "bad.safetensors";
-  const auto m = st_error([&] { milmer::io::write_safetensors(p, bad); });
+  const auto m = milmer::test::error_message([&] { milmer::io::write_safetensors(p, bad); });
   CHECK(m.find(p.string()) != std::string::npos);
   CHECK(m.find("'w'") != std::string::npos);
   CHECK(fs::is_empty(dir.path));
   milmer::io::TensorMap ok;
   ok["w"] = Tensor::from<float>({1}, std::vector<float>{1});
-  CHECK(st_error([&] {
+  CHECK(milmer::test::error_message([&] {
           milmer::io::write_safetensors(dir.path / "no" / "x.safetensors", ok);
         }).find("temporary file") != std::string::npos);
 }
@@ -292,12 +285,14 @@ TEST_CASE("AtomicFile: the target changes only on commit, and no temporary file 
         (fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
          fs::perms::others_read));
   // A failed step names the file and the step.
-  const auto m = st_error([&] { milmer::io::write_text_file(dir.path / "no" / "x.json", "{}"); });
+  const auto m = milmer::test::error_message(
+      [&] { milmer::io::write_text_file(dir.path / "no" / "x.json", "{}"); });
   CHECK(m.find((dir.path / "no" / "x.json").string()) != std::string::npos);
   CHECK(m.find("argument 'file': expected a temporary file in") != std::string::npos);
   milmer::io::AtomicFile f(dir.path / "y.json");
   f.commit();
-  CHECK(st_error([&] { f.write("late"); }).find("one already committed") != std::string::npos);
+  CHECK(milmer::test::error_message([&] { f.write("late"); }).find("one already committed") !=
+        std::string::npos);
 }
 
 TEST_CASE("safetensors: load_tensors fills every slot or none") {
@@ -331,7 +326,7 @@ TEST_CASE("safetensors: load_tensors fills every slot or none") {
   SUBCASE("an unexpected tensor") {
     std::vector<milmer::io::TensorSlot> slots{milmer::io::slot("a", {2, 2}, a.data()),
                                               milmer::io::slot("b", {3}, b.data())};
-    const auto m = st_error([&] { milmer::io::load_tensors(file, slots); });
+    const auto m = milmer::test::error_message([&] { milmer::io::load_tensors(file, slots); });
     CHECK(m.find(p.string()) != std::string::npos);
     CHECK(m.find("1 unexpected (swin.relative_position_index)") != std::string::npos);
     untouched();
@@ -342,7 +337,8 @@ TEST_CASE("safetensors: load_tensors fills every slot or none") {
     std::vector<milmer::io::TensorSlot> slots{milmer::io::slot("a", {4}, a.data()),
                                               milmer::io::slot("b", {3}, bf.data()),
                                               milmer::io::slot("c", {2}, c.data())};
-    const auto m = st_error([&] { milmer::io::load_tensors(file, slots, is_index); });
+    const auto m =
+        milmer::test::error_message([&] { milmer::io::load_tensors(file, slots, is_index); });
     CHECK(m.find("1 missing (c)") != std::string::npos);
     CHECK(m.find("a is F32 [2, 2], expected F32 [4]") != std::string::npos);
     CHECK(m.find("b is F64 [3], expected F32 [3]") != std::string::npos);
@@ -351,15 +347,18 @@ TEST_CASE("safetensors: load_tensors fills every slot or none") {
   SUBCASE("a name requested twice") {
     std::vector<milmer::io::TensorSlot> slots{milmer::io::slot("a", {2, 2}, a.data()),
                                               milmer::io::slot("a", {2, 2}, a.data())};
-    CHECK(st_error([&] {
+    CHECK(milmer::test::error_message([&] {
             milmer::io::load_tensors(file, slots, is_index);
           }).find("duplicate slot") != std::string::npos);
   }
   SUBCASE("typed access checks dtype and shape") {
-    CHECK(st_error([&] { (void)file.values<float>("b"); }).find("dtype F32") != std::string::npos);
-    CHECK(st_error([&] { (void)file.values<float>("a", Shape{4}); }).find("shape [4]") !=
+    CHECK(milmer::test::error_message([&] { (void)file.values<float>("b"); }).find("dtype F32") !=
           std::string::npos);
-    CHECK(st_error([&] { (void)file.at("zzz"); }).find("'zzz'") != std::string::npos);
+    CHECK(milmer::test::error_message([&] {
+            (void)file.values<float>("a", Shape{4});
+          }).find("shape [4]") != std::string::npos);
+    CHECK(milmer::test::error_message([&] { (void)file.at("zzz"); }).find("'zzz'") !=
+          std::string::npos);
   }
 }
 
@@ -420,7 +419,7 @@ TEST_CASE("safetensors: every tensor's CRC-32 is written and verified") {
     RawFile bad = raw;
     bad.data[17] ^= 0x01;  // in b.weight's first float (tensors are in name order)
     join_file(p, bad);
-    const auto m = st_error([&] { (void)milmer::io::read_safetensors(p); });
+    const auto m = milmer::test::error_message([&] { (void)milmer::io::read_safetensors(p); });
     CHECK(m.find(p.string()) != std::string::npos);
     CHECK(m.find("'b.weight'") != std::string::npos);
     CHECK(m.find("tensor data corrupt") != std::string::npos);
@@ -433,7 +432,7 @@ TEST_CASE("safetensors: every tensor's CRC-32 is written and verified") {
     std::swap(h["a.weight"]["data_offsets"], h["b.weight"]["data_offsets"]);
     bad.header = h.dump();
     join_file(p, bad);
-    const auto m = st_error([&] { (void)milmer::io::read_safetensors(p); });
+    const auto m = milmer::test::error_message([&] { (void)milmer::io::read_safetensors(p); });
     CHECK(m.find("'a.weight'") != std::string::npos);
     CHECK(m.find("CRC-32 8ba71454") != std::string::npos);
   }
@@ -447,7 +446,7 @@ TEST_CASE("safetensors: every tensor's CRC-32 is written and verified") {
       h["__metadata__"][milmer::io::kChecksumKey] = c.dump();
       bad.header = h.dump();
       join_file(p, bad);
-      return st_error([&] { (void)milmer::io::read_safetensors_header(p); });
+      return milmer::test::error_message([&] { (void)milmer::io::read_safetensors_header(p); });
     };
     auto m = edit([](auto& c) { c.erase("c.index"); });
     CHECK(m.find("'c.index'") != std::string::npos);
@@ -461,7 +460,7 @@ TEST_CASE("safetensors: every tensor's CRC-32 is written and verified") {
     CHECK(m.find("a JSON object of CRC-32s") != std::string::npos);
   }
   SUBCASE("the key is the writer's own") {
-    const auto m = st_error([&] {
+    const auto m = milmer::test::error_message([&] {
       milmer::io::write_safetensors(p, two_tensors(), {{milmer::io::kChecksumKey, "{}"}});
     });
     CHECK(m.find("milmer.crc32") != std::string::npos);
@@ -498,7 +497,7 @@ TEST_CASE("safetensors: sizes in a small file cannot ask for large allocations")
   for (const Case& c : cases) {
     CAPTURE(c.name);
     const auto p = raw_file(dir.path, "f.safetensors", c.header, c.data_bytes, c.length);
-    const auto m = st_error([&] { (void)milmer::io::read_safetensors(p); });
+    const auto m = milmer::test::error_message([&] { (void)milmer::io::read_safetensors(p); });
     CHECK(m.find(p.string()) != std::string::npos);
     CHECK(m.find(c.expected) != std::string::npos);
   }
