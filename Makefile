@@ -2,7 +2,7 @@
 # configures with a CMake preset, builds and runs.
 #
 #   make demo    train and evaluate a tiny Milmer on synthetic DEAP-format data
-#   make test    build and run every test: host, host-asan, and the cuda compile + report
+#   make test    build and run every test: host, host-asan (+FMA), and the cuda compile + report
 #   make test-gpu on a machine with a GPU: build for it and run the suite, sanitizers, labs,
 #                a training run, parity and benchmarks there (tools/gpu_check.sh; --plan: GPU_CHECK_ARGS=--plan)
 #   make bench   the benchmarks that can run on this machine
@@ -36,12 +36,13 @@ test-asan: deps
 	cmake --build --preset host-asan -j $(JOBS)
 	ctest --preset host-asan $(CTEST_ARGS)
 
-# Compile and link every kernel for sm_80 and sm_90a (nothing runs: no GPU here); ptxas
-# fails the build on any register spill. The log feeds the resource report.
+# Compile and link every kernel, the labs, the programs and the unit suite for sm_80 and
+# sm_90a (nothing runs: no GPU here; make test-gpu runs them on one); ptxas fails the build
+# on any register spill. The log feeds the resource report.
 test-cuda: deps
 	cmake --preset cuda >/dev/null
 	@mkdir -p build/cuda
-	@echo "cuda preset: compiling every kernel for sm_80 and sm_90a (log: build/cuda/build.log)"
+	@echo "cuda preset: compiling every kernel and the unit suite for sm_80 and sm_90a (log: build/cuda/build.log)"
 	@cmake --build --preset cuda -j $(JOBS) >> build/cuda/build.log 2>&1 || { \
 	  grep -v -e "^ptxas info" -e "bytes stack frame" build/cuda/build.log | tail -40; exit 1; }
 
