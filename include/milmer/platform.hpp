@@ -104,12 +104,12 @@ inline void cublas_check(cublasStatus_t s, const char* expr) {
 // sm_80 and sm_90; shared memory is checked per kernel by launch()).
 inline void check_launch_shape(const char* op, dim3 grid, dim3 block) {
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
-  check(threads >= 1 && threads <= 1024 && block.z <= 64, op, "block",
-        "1 to 1024 threads (z <= 64)", str("(", block.x, ",", block.y, ",", block.z, ")"));
-  check(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u && grid.y <= 65535 &&
-            grid.z <= 65535,
-        op, "grid", "1 <= x <= 2147483647, 1 <= y,z <= 65535",
-        str("(", grid.x, ",", grid.y, ",", grid.z, ")"));
+  MILMER_CHECK(threads >= 1 && threads <= 1024 && block.z <= 64, op, "block",
+               "1 to 1024 threads (z <= 64)", str("(", block.x, ",", block.y, ",", block.z, ")"));
+  MILMER_CHECK(grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u &&
+                   grid.y <= 65535 && grid.z <= 65535,
+               op, "grid", "1 <= x <= 2147483647, 1 <= y,z <= 65535",
+               str("(", grid.x, ",", grid.y, ",", grid.z, ")"));
 }
 
 // MILMER_SYNC_LAUNCHES=1: synchronise after every launch, so an asynchronous fault is
@@ -177,9 +177,9 @@ inline void prepare_shared(const void* kernel, KernelState& st, std::size_t stat
   const std::size_t total = static_bytes + dynamic_bytes;
   if (total <= kSharedDefaultBytes) return;
   const std::size_t optin = device_shared_optin_bytes();
-  check(total <= optin, str("launch of ", symbol_name(kernel)), "shared memory per block",
-        str("at most ", optin, " bytes (the device's opt-in maximum)"),
-        str(total, " bytes (", static_bytes, " static + ", dynamic_bytes, " dynamic)"));
+  MILMER_CHECK(total <= optin, str("launch of ", symbol_name(kernel)), "shared memory per block",
+               str("at most ", optin, " bytes (the device's opt-in maximum)"),
+               str(total, " bytes (", static_bytes, " static + ", dynamic_bytes, " dynamic)"));
   std::call_once(st.opt_in, [&] {
     MILMER_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(optin - static_bytes)));

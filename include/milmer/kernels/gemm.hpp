@@ -300,8 +300,8 @@ inline void lt_linear_forward(Context& ctx, float* out, const float* inp, const 
   int found = 0;
   MILMER_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.lt(), s.op, s.a, s.b, s.d, s.d, s.pref, 1,
                                                      &heuristic, &found));
-  check(found > 0, "linear_forward", "cublasLt", "an algorithm for this shape and epilogue",
-        str("none for M=", m, " N=", n, " K=", k));
+  MILMER_CHECK(found > 0, "linear_forward", "cublasLt", "an algorithm for this shape and epilogue",
+               str("none for M=", m, " N=", n, " K=", k));
   const float one = 1.0f, zero = 0.0f;
   MILMER_CUBLAS_CHECK(cublasLtMatmul(ctx.lt(), s.op, &one, weight, s.a, inp, s.b, &zero, out, s.d,
                                      out, s.d, &heuristic.algo, ctx.workspace(),
