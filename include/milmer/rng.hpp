@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "milmer/platform.hpp"
+#include "milmer/splitmix.hpp"  // SplitMix64, seeded_shuffle (host only)
 
 namespace milmer {
 
@@ -61,43 +62,13 @@ inline float philox_normal(std::uint64_t seed, std::uint64_t offset, std::uint64
 
 // The Philox seed of training step `step` of a run seeded `seed`: a pure function of the
 // two, so a resumed run draws the same dropout and drop-path masks. A SplitMix64-style
-// finaliser with shifts of its own (31, 29), not SplitMix64::next's mix below: it is kept
+// finaliser with shifts of its own (31, 29), not SplitMix64::next's mix (splitmix.hpp): it is kept
 // as it is because every dropout mask, and so every trained result, depends on it.
 inline std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) {
   std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(step) + 1;
   x ^= x >> 31;
   x *= 0xBF58476D1CE4E5B9ull;
   return x ^ (x >> 29);
-}
-
-// SplitMix64 (Steele et al., OOPSLA'14), host only: sample orders and synthetic data.
-// std::shuffle and the std distributions do not promise the same numbers everywhere.
-class SplitMix64 {
- public:
-  explicit SplitMix64(std::uint64_t seed) : s_(seed) {}
-  std::uint64_t next() {
-    std::uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n), n > 0, without modulo bias.
-  std::uint64_t below(std::uint64_t n) {
-    const std::uint64_t limit = (~std::uint64_t{0}) - (~std::uint64_t{0}) % n;
-    std::uint64_t x;
-    do x = next();
-    while (x >= limit);
-    return x % n;
-  }
-
- private:
-  std::uint64_t s_;
-};
-
-template <class T>
-void seeded_shuffle(std::vector<T>& v, std::uint64_t seed) {
-  SplitMix64 rng(seed);
-  for (std::size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.below(i)]);
 }
 
 }  // namespace milmer

@@ -11,7 +11,7 @@
 #include <milmer/data/labels.hpp>
 #include <milmer/data/shard_format.hpp>
 #include <milmer/error.hpp>
-#include <milmer/rng.hpp>
+#include <milmer/splitmix.hpp>
 
 #include <algorithm>
 #include <array>

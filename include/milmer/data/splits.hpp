@@ -5,7 +5,7 @@
 #include <milmer/data/dataset.hpp>
 #include <milmer/data/labels.hpp>
 #include <milmer/error.hpp>
-#include <milmer/rng.hpp>
+#include <milmer/splitmix.hpp>
 
 #include <algorithm>
 #include <cstddef>
