@@ -459,6 +459,9 @@ J metadata_json(const std::map<std::string, std::string>& meta, const std::strin
   } catch (const typename J::parse_error& e) {
     throw Error("checkpoint " + file, "metadata '" + key + "'", "JSON (as milmer-train writes it)",
                 str(quoted_excerpt(text), ", which is not JSON (at byte ", e.byte, ")"));
+  } catch (const typename J::exception& e) {  // out_of_range: a number like 2e333
+    throw Error("checkpoint " + file, "metadata '" + key + "'", "JSON (as milmer-train writes it)",
+                str(quoted_excerpt(text), ": ", e.what()));
   }
 }
 

@@ -34,7 +34,8 @@ inline std::string json_type(const json& v) {
 inline json parse_json(const std::string& text, const std::string& source) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number beyond double (e.g. 2e333)
     throw Error(source, "json", "valid JSON", e.what());
   }
 }

@@ -222,7 +222,7 @@ inline std::vector<TensorEntry> parse_header(const std::string& text, std::uint6
   json header;
   try {
     header = json::parse(text, on_event);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 2e333
     throw Error(op, "header", "valid JSON", e.what());
   }
   check(header.is_object(), op, "header", "a JSON object", json_type(header));
@@ -315,7 +315,7 @@ inline std::map<std::string, std::uint32_t> parse_checksums(const std::string& t
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 2e333
     throw Error(op, arg, "a JSON object of CRC-32s", e.what());
   }
   check(j.is_object(), op, arg, "a JSON object of CRC-32s", json_type(j));
